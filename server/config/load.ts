@@ -1,0 +1,127 @@
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { homedir, hostname } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import { z } from 'zod';
+import { Config, configFileSchema, configSchema } from './schema';
+
+/** Environment variable → config key. Every one is documented in .env.example. */
+export const ENV_KEYS = {
+  HOST: 'host',
+  PORT: 'port',
+  DATA_DIR: 'dataDir',
+  API_TOKEN: 'apiToken',
+  CONFIG_FILE: 'configFile',
+  ALLOWED_ROOTS: 'allowedRoots',
+  ALLOWED_ORIGINS: 'allowedOrigins',
+  MAX_CONCURRENT_SESSIONS: 'maxConcurrentSessions',
+  SESSION_TIMEOUT_HOURS: 'sessionTimeoutHours',
+  SESSION_WARNING_HOURS: 'sessionWarningHours',
+  IDLE_TIMEOUT_HOURS: 'idleTimeoutHours',
+  MAX_MEMORY_PER_SESSION_MB: 'maxMemoryPerSessionMB',
+  MAX_TOTAL_MEMORY_GB: 'maxTotalMemoryGB',
+  CPU_USAGE_LIMIT_PERCENT: 'cpuUsageLimitPercent',
+  CPU_SUSTAIN_SECONDS: 'cpuSustainSeconds',
+  HEALTH_CHECK_INTERVAL_SECONDS: 'healthCheckIntervalSeconds',
+  MAX_SESSION_HISTORY_MB: 'maxSessionHistoryMB',
+  CHAT_WAIT_SECONDS: 'chatWaitSeconds',
+  RETENTION_DAYS: 'retentionDays',
+  LOG_LEVEL: 'logLevel',
+} as const;
+
+const KEY_TO_ENV = Object.fromEntries(Object.entries(ENV_KEYS).map(([env, key]) => [key, env]));
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function describeIssues(error: z.ZodError, source: (key: string) => string): string[] {
+  return error.issues.map((issue) => {
+    const key = issue.path.length ? String(issue.path[0]) : '(root)';
+    const rest = issue.path.slice(1).join('.');
+    return `${source(key)}${rest ? '.' + rest : ''}: ${issue.message}`;
+  });
+}
+
+function splitList(value: string | undefined, sep: string): string[] | undefined {
+  if (value === undefined) return undefined;
+  return value
+    .split(sep)
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+/**
+ * Builds the frozen configuration from the environment and the optional
+ * CONFIG_FILE. The environment wins where both set a value. Every problem is
+ * reported at once in a ConfigError; nothing here exits the process.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  let file: z.infer<typeof configFileSchema> = {};
+  const configFile = env.CONFIG_FILE;
+  if (configFile) {
+    try {
+      const parsed = configFileSchema.safeParse(JSON.parse(readFileSync(configFile, 'utf8')));
+      if (parsed.success) file = parsed.data;
+      else problems.push(...describeIssues(parsed.error, (k) => `CONFIG_FILE ${k}`));
+    } catch (err) {
+      problems.push(`CONFIG_FILE: cannot read ${configFile}: ${(err as Error).message}`);
+    }
+  }
+
+  const home = env.HOME || homedir();
+  const raw: Record<string, unknown> = {};
+  for (const [envKey, key] of Object.entries(ENV_KEYS)) {
+    const value = env[envKey];
+    if (value !== undefined && value !== '') raw[key] = value;
+  }
+  raw.dataDir = raw.dataDir ?? join(home, '.agentd');
+  raw.allowedRoots = splitList(env.ALLOWED_ROOTS, ':') ?? file.allowedRoots ?? [home];
+  raw.allowedOrigins = splitList(env.ALLOWED_ORIGINS, ',') ?? file.allowedOrigins ?? [];
+  raw.agents = file.agents ?? {};
+
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    problems.push(...describeIssues(result.error, (k) => KEY_TO_ENV[k] ?? k));
+  }
+  if (problems.length || !result.success) throw new ConfigError(problems);
+
+  const config = result.data;
+  const roots: string[] = [];
+  for (const root of config.allowedRoots) {
+    if (!isAbsolute(root)) {
+      problems.push(`ALLOWED_ROOTS: ${root} is not an absolute path`);
+      continue;
+    }
+    if (!existsSync(root)) {
+      problems.push(`ALLOWED_ROOTS: ${root} does not exist`);
+      continue;
+    }
+    roots.push(realpathSync(root));
+  }
+  if (problems.length) throw new ConfigError(problems);
+
+  return deepFreeze({ ...config, dataDir: resolve(config.dataDir), allowedRoots: roots });
+}
+
+/** The names this daemon answers to, for the Host check. */
+export function ownHostNames(config: Config): Set<string> {
+  return new Set(['localhost', '127.0.0.1', '[::1]', '::1', config.host.toLowerCase(), hostname().toLowerCase()]);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** For tests: a valid config with overrides, no environment read. */
+export function testConfig(overrides: Partial<Record<keyof Config, unknown>> & { dataDir: string; allowedRoots: string[] }): Config {
+  const parsed = configSchema.parse({ allowedOrigins: [], logLevel: 'silent', ...overrides });
+  return deepFreeze({ ...parsed, allowedRoots: parsed.allowedRoots.map((r) => realpathSync(r)) });
+}

@@ -1,0 +1,34 @@
+import { IDisposable } from '../common/disposable';
+import { Event } from '../common/events';
+
+export interface SpawnOptions {
+  /** Absolute path of the program; never a shell string. */
+  file: string;
+  args: string[];
+  cwd: string;
+  env: Record<string, string>;
+  cols: number;
+  rows: number;
+}
+
+export interface PtyExit {
+  exitCode: number;
+  signal: number | null;
+}
+
+/** One program running in its own pseudo-terminal. */
+export interface PtyProcess extends IDisposable {
+  readonly pid: number;
+  /** Output bytes, in order. Every byte written before exit arrives before `onExit`. */
+  readonly onData: Event<Buffer>;
+  readonly onExit: Event<PtyExit>;
+  write(data: string | Buffer): void;
+  resize(cols: number, rows: number): void;
+  /** Stops reading output (back-pressure); `resume` reads again. */
+  pause(): void;
+  resume(): void;
+}
+
+export interface PtyBackend {
+  spawn(options: SpawnOptions): PtyProcess;
+}
