@@ -24,7 +24,7 @@ class NodePtyProcess implements PtyProcess {
   constructor(private readonly term: pty.IPty) {
     try {
       // O_NOCTTY: the daemon must never acquire the agent's terminal as its own.
-      this.slaveFd = openSync(term.ptsName, constants.O_RDWR | constants.O_NOCTTY);
+      this.slaveFd = openSync((term as unknown as { ptsName: string }).ptsName, constants.O_RDWR | constants.O_NOCTTY);
     } catch {
       // The program may already be gone; then there is no tail left to protect.
       this.slaveFd = null;

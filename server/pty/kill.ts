@@ -69,7 +69,7 @@ function signalAll(list: Known[], signal: NodeJS.Signals): void {
  */
 export async function killSessionProcesses(target: KillTarget, hupGraceMs = HUP_GRACE_MS, termGraceMs = TERM_GRACE_MS): Promise<KillReport> {
   const known = new Map<number, Known>();
-  const steps: Array<[NodeJS.Signals, number]> = [
+  const steps: Array<['SIGHUP' | 'SIGTERM' | 'SIGKILL', number]> = [
     ['SIGHUP', hupGraceMs],
     ['SIGTERM', termGraceMs],
     ['SIGKILL', KILL_WAIT_MS],

@@ -1,0 +1,68 @@
+import { WebSocket } from 'ws';
+import { DisposableStore } from '../../common/disposable';
+import { AppError } from '../../common/errors';
+import { Logger } from '../../common/log';
+import { ChatService } from '../../sessions/ChatService';
+import { Session } from '../../sessions/Session';
+
+const MAX_CONTENT_CHARS = 100_000;
+
+/**
+ * The chat socket of the existing iOS app (`/api/claude/ws`, `/api/codex/ws`):
+ * `{content, session_id, device_id}` in; `state`, `permission` and
+ * `message` frames out. Sessions are the same as on the REST API.
+ */
+export function serveChat(ws: WebSocket, agent: string, deps: { chat: ChatService; logger: Logger }): void {
+  const subs = new DisposableStore();
+  const watched = new Set<string>();
+  const send = (frame: object) => {
+    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
+  };
+  const fail = (code: string, message: string, sessionId?: string) => send({ type: 'error', code, message, ...(sessionId ? { session_id: sessionId } : {}) });
+
+  const watch = (session: Session) => {
+    if (watched.has(session.id)) return;
+    watched.add(session.id);
+    subs.add(session.onState((state) => send({ type: 'state', state, session_id: session.id })));
+    subs.add(
+      session.onPrompt((p) => {
+        if (p) send({ type: 'permission', session_id: session.id, turnId: p.turnId, prompt: p.prompt, options: p.options });
+      }),
+    );
+    subs.add(
+      session.onTurnEnd((turn) => {
+        if (turn.kind !== 'chat') return;
+        send({ type: 'message', role: 'assistant', content: turn.response ?? '', session_id: session.id, turnId: turn.id, status: turn.status });
+      }),
+    );
+  };
+
+  ws.on('message', async (data: Buffer, isBinary: boolean) => {
+    if (isBinary) return fail('invalid_request', 'chat frames are JSON text');
+    let frame: Record<string, unknown>;
+    try {
+      frame = JSON.parse(data.toString('utf8'));
+    } catch {
+      return fail('invalid_request', 'frame is not valid JSON');
+    }
+    if (!frame || typeof frame !== 'object' || frame.type === 'auth') return;
+    const { content, session_id: sessionId, device_id: deviceId } = frame;
+    if (typeof content !== 'string' || content.trim() === '' || content.length > MAX_CONTENT_CHARS) {
+      return fail('invalid_request', 'content must be a non-empty string');
+    }
+    try {
+      const session = deps.chat.sessionFor({ sessionId, agent });
+      if (session.record.agent !== agent) throw new AppError('conflict', `session ${session.id} belongs to ${session.record.agent}`);
+      watch(session);
+      await deps.chat.ensureRunning(session);
+      const turn = session.sendTurn('chat', content, typeof deviceId === 'string' ? deviceId.slice(0, 256) : null);
+      send({ type: 'state', state: 'busy', session_id: session.id, turnId: turn.id });
+    } catch (err) {
+      const e = err as AppError;
+      fail(e.code ?? 'internal', e.message, typeof sessionId === 'string' ? sessionId : undefined);
+    }
+  });
+  ws.on('close', () => subs.dispose());
+  ws.on('error', (err) => deps.logger.debug({ err: err.message }, 'chat socket error'));
+  send({ type: 'ready' });
+}

@@ -1,0 +1,115 @@
+import { randomUUID } from 'node:crypto';
+import { WebSocket } from 'ws';
+import { Logger } from '../../common/log';
+import { SessionClient } from '../../sessions/Clients';
+import { Session } from '../../sessions/Session';
+import { isValidSize } from '../../sessions/SessionPool';
+import { ChatService } from '../../sessions/ChatService';
+
+/** The terminal socket's side of a client: binary frames for output, JSON for the rest. */
+export class WsClient implements SessionClient {
+  readonly id = randomUUID();
+  constructor(private readonly ws: WebSocket) {}
+
+  sendOutput(data: Buffer): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(data, { binary: true });
+  }
+
+  sendJson(frame: object): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  get bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  close(code: number, reason: string): void {
+    this.ws.close(code, reason);
+  }
+}
+
+function errorFrame(client: WsClient, code: string, message: string): void {
+  client.sendJson({ type: 'error', code, message });
+}
+
+/** Parses query values the contract allows; `undefined` when absent, NaN when malformed. */
+export function parseOffset(raw: string | null): number | undefined {
+  if (raw === null) return undefined;
+  return /^\d{1,15}$/.test(raw) ? Number(raw) : NaN;
+}
+
+/**
+ * Serves one terminal socket: attach (snapshot or resume), input (binary or
+ * `input` frames), resize, ack, keep-alive. Bad frames get an `error` frame
+ * and change nothing.
+ */
+export async function serveTerminal(
+  ws: WebSocket,
+  session: Session,
+  opts: { since?: number; cols?: number; rows?: number },
+  deps: { chat: ChatService; logger: Logger; onRevive: (s: Session) => Promise<void> },
+): Promise<void> {
+  const client = new WsClient(ws);
+  const pending: Array<[Buffer, boolean]> = [];
+  let attached = false;
+
+  const handle = (data: Buffer, isBinary: boolean) => {
+    if (isBinary) {
+      session.write(data, client);
+      return;
+    }
+    let frame: { type?: unknown; [k: string]: unknown };
+    try {
+      frame = JSON.parse(data.toString('utf8'));
+    } catch {
+      errorFrame(client, 'invalid_request', 'frame is not valid JSON');
+      return;
+    }
+    if (!frame || typeof frame !== 'object') {
+      errorFrame(client, 'invalid_request', 'frame must be a JSON object');
+      return;
+    }
+    switch (frame.type) {
+      case 'input':
+        if (typeof frame.data !== 'string') return errorFrame(client, 'invalid_request', 'input.data must be a string');
+        session.write(frame.data, client);
+        return;
+      case 'resize':
+        if (!isValidSize(frame.cols, frame.rows)) {
+          return errorFrame(client, 'invalid_request', 'resize needs integer cols 1..1000 and rows 1..500');
+        }
+        session.resizeFrom(client, frame.cols as number, frame.rows as number);
+        return;
+      case 'ack':
+        if (!Number.isSafeInteger(frame.offset) || (frame.offset as number) < 0) {
+          return errorFrame(client, 'invalid_request', 'ack.offset must be a non-negative integer');
+        }
+        session.ack(client, frame.offset as number);
+        return;
+      case 'keep-alive':
+        deps.chat.keepAlive(session, false).catch((err) => errorFrame(client, err.code ?? 'conflict', err.message));
+        return;
+      case 'auth':
+        return; // already authenticated
+      default:
+        errorFrame(client, 'invalid_request', `unknown frame type ${JSON.stringify(frame.type)}`);
+    }
+  };
+
+  ws.on('message', (data: Buffer, isBinary: boolean) => {
+    if (!attached) pending.push([data, isBinary]);
+    else handle(data, isBinary);
+  });
+  ws.on('close', () => session.detach(client));
+  ws.on('error', (err) => deps.logger.debug({ err: err.message, sessionId: session.id }, 'terminal socket error'));
+
+  try {
+    await deps.onRevive(session);
+  } catch (err) {
+    errorFrame(client, (err as { code?: string }).code ?? 'internal', (err as Error).message);
+  }
+  if (ws.readyState !== WebSocket.OPEN) return;
+  await session.attach(client, opts);
+  attached = true;
+  for (const [data, isBinary] of pending.splice(0)) handle(data, isBinary);
+}

@@ -1,0 +1,80 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { createLogger } from './common/log';
+import { ConfigError, loadConfig } from './config/load';
+import { Config } from './config/schema';
+import { createApp } from './http/app';
+import { ensureToken } from './http/auth';
+import { openStore } from './store/open';
+
+/** How long a graceful stop may take before we exit anyway. */
+const SHUTDOWN_DEADLINE_MS = 15_000;
+
+export async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`agentd: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const token = ensureToken(config);
+  const store = openStore(config, logger);
+  const app = createApp(config, { logger, store, token: token.token });
+
+  await new Promise<void>((resolve, reject) => {
+    app.server.once('error', reject);
+    app.server.listen(config.port, config.host, () => resolve());
+  });
+  const { port } = app.server.address() as AddressInfo;
+  writeFileSync(join(config.dataDir, 'agentd.port'), `${port}\n`);
+  const base = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  const tokenHint = token.file ? `$(cat ${token.file})` : '$API_TOKEN';
+  logger.info(
+    { url: base, dataDir: config.dataDir, tokenFrom: token.from, tokenFile: token.file, allowedRoots: config.allowedRoots },
+    `agentd listening on ${base}; ` +
+      (token.file ? `the API token is in ${token.file} (mode 0600)` : 'the API token is the API_TOKEN variable') +
+      `; try: curl -H "Authorization: Bearer ${tokenHint}" ${base}/api/sessions`,
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'stopping: ending sessions, flushing the store');
+    const deadline = setTimeout(() => {
+      logger.error('shutdown deadline passed: exiting');
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS);
+    deadline.unref();
+    app
+      .dispose()
+      .then(() => store.close())
+      .then(() => {
+        logger.info('stopped');
+        process.exit(0);
+      })
+      .catch((err) => {
+        logger.error({ err: (err as Error).message }, 'error while stopping');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    process.stderr.write(`agentd: ${(err as Error).message}\n`);
+    process.exit(1);
+  });
+}

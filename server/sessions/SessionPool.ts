@@ -1,0 +1,197 @@
+import { realpathSync, statSync } from 'node:fs';
+import { sep } from 'node:path';
+import { Disposable } from '../common/disposable';
+import { errors } from '../common/errors';
+import { isValidSessionId, newId } from '../common/ids';
+import { AgentProfile, AgentRegistry, resolveCommand } from '../agents/profiles';
+import { MonitoredPool, MonitoredSession } from '../health/types';
+import { SessionRecord } from '../store/SessionStore';
+import { Session, SessionDeps } from './Session';
+
+export interface CreateRequest {
+  agent: unknown;
+  projectPath?: unknown;
+  sessionId?: unknown;
+  cols?: unknown;
+  rows?: unknown;
+  deviceToken?: unknown;
+}
+
+/** Terminal size bounds (contract: resize frames); a new session outside them is 400. */
+export const MAX_COLS = 1000;
+export const MAX_ROWS = 500;
+const DEFAULT_COLS = 120;
+const DEFAULT_ROWS = 40;
+const MAX_PATH_LENGTH = 4096;
+
+export function isValidSize(cols: unknown, rows: unknown): cols is number {
+  return Number.isInteger(cols) && Number.isInteger(rows) && (cols as number) >= 1 && (cols as number) <= MAX_COLS && (rows as number) >= 1 && (rows as number) <= MAX_ROWS;
+}
+
+/**
+ * Owns every session, live or ended: creation with its checks (agent, folder,
+ * id, limits), look-up, closing. The HTTP layer is thin over this.
+ */
+export class SessionPool extends Disposable implements MonitoredPool {
+  private readonly sessions = new Map<string, Session>();
+  private memoryPressure: { usedMB: number; maxMB: number } | null = null;
+
+  constructor(private readonly deps: SessionDeps & { agents: AgentRegistry }) {
+    super();
+  }
+
+  /** Validates everything, then spawns. Nothing is created when a check fails. */
+  create(req: CreateRequest): Session {
+    const { config, clock, store } = this.deps;
+    const profile = this.deps.agents.get(req.agent);
+    const projectPath = this.resolveProjectPath(req.projectPath);
+    const { cols, rows } = this.resolveSize(req.cols, req.rows);
+    const id = this.resolveId(req.sessionId);
+    if (req.deviceToken !== undefined && (typeof req.deviceToken !== 'string' || req.deviceToken.length > 512)) {
+      throw errors.invalid('deviceToken must be a string of at most 512 characters');
+    }
+    resolveCommand(profile); // 400 agent_unavailable before anything exists
+    if (this.liveCount() >= config.maxConcurrentSessions) throw errors.sessionLimit(config.maxConcurrentSessions);
+    if (this.memoryPressure) throw errors.memoryLimit(this.memoryPressure.usedMB, this.memoryPressure.maxMB);
+
+    const now = clock.now();
+    const record: SessionRecord = {
+      id,
+      agent: profile.name,
+      projectPath,
+      state: 'starting',
+      pid: null,
+      pidStartTime: null,
+      tag: null,
+      agentSessionId: null,
+      createdAt: now,
+      lastActivityAt: now,
+      expiresAt: null,
+      warnedAt: null,
+      endedAt: null,
+      cols,
+      rows,
+      exitCode: null,
+      signal: null,
+      endReason: null,
+      deviceToken: (req.deviceToken as string | undefined) ?? null,
+      outputBytes: 0,
+    };
+    const session = this.adopt(record, profile);
+    session.start({ revive: false });
+    store.putSession({ ...session.record });
+    return session;
+  }
+
+  /** Takes a session object under the pool's care (new, or loaded from the store). */
+  adopt(record: SessionRecord, profile: AgentProfile): Session {
+    const session = new Session(record, profile, this.deps);
+    this.sessions.set(record.id, session);
+    return session;
+  }
+
+  private resolveId(raw: unknown): string {
+    if (raw === undefined || raw === null) return newId();
+    if (!isValidSessionId(raw)) throw errors.invalid('sessionId must match ^[A-Za-z0-9._:-]{1,128}$');
+    if (this.sessions.has(raw) || this.deps.store.getSession(raw)) throw errors.conflict(`session ${raw} already exists`);
+    return raw;
+  }
+
+  private resolveSize(cols: unknown, rows: unknown): { cols: number; rows: number } {
+    if (cols === undefined && rows === undefined) return { cols: DEFAULT_COLS, rows: DEFAULT_ROWS };
+    const c = cols ?? DEFAULT_COLS;
+    const r = rows ?? DEFAULT_ROWS;
+    if (!isValidSize(c, r)) throw errors.invalid(`cols must be an integer 1..${MAX_COLS} and rows 1..${MAX_ROWS}`);
+    return { cols: c as number, rows: r as number };
+  }
+
+  /** realpath inside an allowed root, or 400. */
+  resolveProjectPath(raw: unknown): string {
+    const roots = this.deps.config.allowedRoots;
+    if (raw === undefined || raw === null) return roots[0];
+    if (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_PATH_LENGTH || raw.includes('\0')) {
+      throw errors.invalid('projectPath must be a non-empty path string');
+    }
+    if (!raw.startsWith('/')) throw errors.pathNotAllowed('projectPath must be an absolute path');
+    let real: string;
+    try {
+      real = realpathSync(raw);
+    } catch {
+      throw errors.invalid(`projectPath ${raw} does not exist`);
+    }
+    if (!roots.some((root) => real === root || real.startsWith(root.endsWith(sep) ? root : root + sep))) {
+      throw errors.pathNotAllowed(`projectPath ${raw} is outside the allowed roots (${roots.join(', ')})`);
+    }
+    if (!statSync(real).isDirectory()) throw errors.invalid(`projectPath ${raw} is not a directory`);
+    return real;
+  }
+
+  /** 400 for a malformed id, 404 for an unknown one. */
+  get(id: unknown): Session {
+    if (!isValidSessionId(id)) throw errors.invalid('malformed session id');
+    const session = this.sessions.get(id);
+    if (!session) throw errors.notFound(`session ${id}`);
+    return session;
+  }
+
+  find(id: string): Session | undefined {
+    return this.sessions.get(id);
+  }
+
+  list(): Session[] {
+    return [...this.sessions.values()].sort((a, b) => b.record.createdAt - a.record.createdAt);
+  }
+
+  live(): Session[] {
+    return this.list().filter((s) => s.isLive());
+  }
+
+  liveCount(): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (s.isLive()) n++;
+    return n;
+  }
+
+  /** Ends a session on a client's request; resolves once every process is gone. */
+  async close(id: unknown): Promise<Session> {
+    const session = this.get(id);
+    await session.end('closed', 'closed by client');
+    return session;
+  }
+
+  /**
+   * Restarts an ended session's agent on the same conversation (its profile's
+   * resume). 409 while it runs. Counts against the session limit like a new one.
+   */
+  async revive(session: Session, why: string): Promise<Session> {
+    if (session.isLive()) throw errors.conflict(`session ${session.id} is running`);
+    if (this.liveCount() >= this.deps.config.maxConcurrentSessions) throw errors.sessionLimit(this.deps.config.maxConcurrentSessions);
+    resolveCommand(session.profile);
+    session.start({ revive: true });
+    this.deps.logger.info({ sessionId: session.id, why, agentSessionId: session.record.agentSessionId }, 'session revived');
+    return session;
+  }
+
+  monitoredSessions(): MonitoredSession[] {
+    return this.live();
+  }
+
+  setMemoryPressure(pressure: { usedMB: number; maxMB: number } | null): void {
+    this.memoryPressure = pressure;
+  }
+
+  get memoryPressureState(): { usedMB: number; maxMB: number } | null {
+    return this.memoryPressure;
+  }
+
+  /** Ends every live session (daemon shutdown): their processes are gone when this resolves. */
+  async shutdown(reason: string): Promise<void> {
+    await Promise.all(this.live().map((s) => s.end('exited', reason)));
+  }
+
+  override dispose(): void {
+    for (const s of this.sessions.values()) s.dispose();
+    this.sessions.clear();
+    super.dispose();
+  }
+}

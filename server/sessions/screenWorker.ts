@@ -1,0 +1,130 @@
+/**
+ * The screen model, off the output path: a worker thread that keeps one
+ * headless xterm per session, fed every output byte in order, and answers
+ * snapshot requests with the serialized screen at an exact stream offset.
+ * A terminal that has been quiet for a while is serialized and disposed, so an
+ * idle session costs a string, not a live terminal (~17 MB with scrollback).
+ */
+import { parentPort } from 'node:worker_threads';
+import { Terminal } from '@xterm/headless';
+import { SerializeAddon } from '@xterm/addon-serialize';
+import type { ScreenRequest, ScreenReply } from './screenProtocol';
+
+/** Lines of scrollback kept in the screen model and its snapshots. */
+export const SCREEN_SCROLLBACK = 1_000;
+/** A terminal unused this long is folded into its serialized form. */
+const EVICT_AFTER_MS = 15_000;
+const EVICT_SWEEP_MS = 5_000;
+
+interface ScreenState {
+  cols: number;
+  rows: number;
+  term: Terminal | null;
+  serializer: SerializeAddon | null;
+  /** Serialized form while no live terminal is held. */
+  folded: string;
+  consumed: number;
+  lastUse: number;
+}
+
+const screens = new Map<string, ScreenState>();
+
+function live(state: ScreenState): Terminal {
+  state.lastUse = Date.now();
+  if (state.term) return state.term;
+  const term = new Terminal({ cols: state.cols, rows: state.rows, scrollback: SCREEN_SCROLLBACK, allowProposedApi: true });
+  const serializer = new SerializeAddon();
+  term.loadAddon(serializer as never);
+  if (state.folded) term.write(state.folded);
+  state.term = term;
+  state.serializer = serializer;
+  state.folded = '';
+  return term;
+}
+
+function serialize(state: ScreenState): string {
+  if (!state.term || !state.serializer) return state.folded;
+  return state.serializer.serialize({ scrollback: SCREEN_SCROLLBACK });
+}
+
+function fold(state: ScreenState): void {
+  if (!state.term) return;
+  const term = state.term;
+  term.write('', () => {
+    if (state.term !== term) return;
+    state.folded = serialize(state);
+    term.dispose();
+    state.term = null;
+    state.serializer = null;
+  });
+}
+
+function reply(message: ScreenReply): void {
+  parentPort!.postMessage(message);
+}
+
+function handle(msg: ScreenRequest): void {
+  switch (msg.type) {
+    case 'open':
+      screens.set(msg.id, {
+        cols: msg.cols,
+        rows: msg.rows,
+        term: null,
+        serializer: null,
+        folded: msg.base ?? '',
+        consumed: msg.offset,
+        lastUse: Date.now(),
+      });
+      return;
+    case 'data': {
+      const state = screens.get(msg.id);
+      if (!state) return;
+      state.consumed += msg.data.length;
+      const consumed = state.consumed;
+      live(state).write(msg.data, () => reply({ type: 'progress', id: msg.id, consumed }));
+      return;
+    }
+    case 'resize': {
+      const state = screens.get(msg.id);
+      if (!state) return;
+      state.cols = msg.cols;
+      state.rows = msg.rows;
+      live(state).resize(msg.cols, msg.rows);
+      return;
+    }
+    case 'snapshot': {
+      const state = screens.get(msg.id);
+      if (!state) {
+        reply({ type: 'snapshot', requestId: msg.requestId, error: 'unknown screen' });
+        return;
+      }
+      const offset = state.consumed;
+      const term = live(state);
+      term.write('', () => {
+        reply({ type: 'snapshot', requestId: msg.requestId, offset, cols: state.cols, rows: state.rows, data: serialize(state) });
+      });
+      return;
+    }
+    case 'close': {
+      const state = screens.get(msg.id);
+      state?.term?.dispose();
+      screens.delete(msg.id);
+      return;
+    }
+  }
+}
+
+parentPort!.on('message', (msg: ScreenRequest) => {
+  try {
+    handle(msg);
+  } catch (err) {
+    // A bad sequence must not take the screen model down for every session.
+    reply({ type: 'error', id: 'id' in msg ? msg.id : undefined, message: (err as Error).message });
+  }
+});
+
+const sweep = setInterval(() => {
+  const now = Date.now();
+  for (const state of screens.values()) if (state.term && now - state.lastUse > EVICT_AFTER_MS) fold(state);
+}, EVICT_SWEEP_MS);
+sweep.unref();

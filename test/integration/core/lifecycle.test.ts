@@ -1,0 +1,119 @@
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { startDaemon, TestDaemon } from '../../helpers/app';
+import { cleanupTmp } from '../../helpers/tmp';
+import { waitFor } from '../../helpers/wait';
+import { ProcessTable, readProc } from '../../../server/pty/processes';
+import { SESSION_TAG_ENV } from '../../../server/pty/kill';
+
+const WRITER_BYTES = 512 * 1024;
+let d: TestDaemon;
+beforeAll(async () => {
+  d = await startDaemon({
+    maxConcurrentSessions: 8,
+    agents: {
+      // Writes a known pattern and exits at once: the case where node-pty loses the tail.
+      writer: {
+        command: 'python3',
+        args: ['-c', `import sys,os; os.write(1, b'0123456789abcdef' * ${WRITER_BYTES / 16} + b'END')`],
+      },
+      stubborn: { command: 'bash', args: ['--norc', '--noprofile', '-i'] },
+    },
+  });
+});
+afterAll(async () => {
+  await d.dispose();
+  cleanupTmp();
+});
+
+function ptyFds(): number {
+  let n = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target === '/dev/ptmx' || target.startsWith('/dev/pts/')) n++;
+    } catch {
+      // fd closed while listing
+    }
+  }
+  return n;
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+  } catch {
+    return '';
+  }
+}
+
+function taggedPids(tag: string): number[] {
+  return new ProcessTable().tagged(SESSION_TAG_ENV, tag).filter((pid) => readProc(pid)?.state !== 'Z');
+}
+
+describe('session lifecycle', () => {
+  it('delivers every byte a program writes right before it exits, to clients and to history', async () => {
+    const runs = 24;
+    const concurrency = 4;
+    const expected = '0123456789abcdef'.repeat(WRITER_BYTES / 16) + 'END';
+    let failures = 0;
+    const one = async () => {
+      const s = await d.create({ agent: 'writer' });
+      const ws = d.socket(`/api/sessions/${s.id}/ws?since=0`);
+      const exit = await ws.nextJson((f) => f.type === 'exit', 20_000);
+      expect(exit.exitCode).toBe(0);
+      const history = await d.api('GET', `/api/sessions/${s.id}/history?format=ansi`);
+      if (history.text !== expected || ws.output.toString('latin1') !== expected) failures++;
+      ws.close();
+    };
+    for (let i = 0; i < runs; i += concurrency) {
+      await Promise.all(Array.from({ length: concurrency }, one));
+    }
+    expect(failures).toBe(0);
+  });
+
+  it('reports an agent that exits by itself as exited, with its code, to every client', async () => {
+    const s = await d.create({ agent: 'shell' });
+    const ws = d.socket(`/api/sessions/${s.id}/ws`);
+    await ws.nextJson((f) => f.type === 'snapshot');
+    ws.sendBytes('exit 7\r');
+    const exit = await ws.nextJson((f) => f.type === 'exit');
+    expect(exit.exitCode).toBe(7);
+    const session = (await d.api('GET', `/api/sessions/${s.id}`)).json.session;
+    expect(session).toMatchObject({ state: 'exited', exitCode: 7, pid: null });
+    expect(session.endReason).toMatch(/exited with code 7/);
+  });
+
+  it('ends every process on close, including setsid, nohup and double-forked ones, and a shell that ignores HUP and TERM', async () => {
+    const fdsBefore = ptyFds();
+    const s = await d.create({ agent: 'stubborn' });
+    const ws = d.socket(`/api/sessions/${s.id}/ws`);
+    await ws.nextJson((f) => f.type === 'snapshot');
+    ws.sendBytes("trap '' HUP TERM; setsid sleep 1000 & nohup sleep 1001 >/dev/null 2>&1 & (sleep 1002 &); bash -c 'trap \"\" HUP TERM; sleep 1003' & echo spawned-all\r");
+    await ws.waitOutput('spawned-all\r\n');
+    const active = (await d.api('GET', '/api/sessions/active')).json.sessions.find((x: any) => x.id === s.id);
+    expect(active).toBeDefined();
+    const tag = d.app.pool.get(s.id).record.tag!;
+    const sleeps = (pids: number[]) => pids.filter((pid) => /^sleep 100[0-3]/.test(cmdline(pid)));
+    const pids = await waitFor(() => {
+      const found = taggedPids(tag);
+      return sleeps(found).length === 4 ? found : null;
+    }, 5000, 'all four sleeps running');
+    const setsid = pids.find((pid) => readProc(pid)!.ppid === 1 || readProc(pid)!.pgid === pid);
+    expect(setsid).toBeDefined();
+
+    const started = Date.now();
+    const res = await d.api('DELETE', `/api/sessions/${s.id}`);
+    expect(res.status).toBe(200);
+    expect(res.json.session.state).toBe('closed');
+    // DELETE answers once they are gone: nothing is left, no zombie of ours.
+    for (const pid of pids) {
+      const info = readProc(pid);
+      expect(info === null || info.state === 'Z').toBe(true);
+    }
+    expect(taggedPids(tag)).toEqual([]);
+    expect(Date.now() - started).toBeLessThan(8000);
+    await waitFor(() => ptyFds() <= fdsBefore, 3000, 'pty fds released');
+    const history = await d.api('GET', `/api/sessions/${s.id}/history`);
+    expect(history.text).toContain('spawned-all');
+  });
+});
