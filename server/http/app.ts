@@ -5,6 +5,7 @@ import express from 'express';
 import { WebSocketServer } from 'ws';
 import { Clock, systemClock } from '../common/clock';
 import { isValidSessionId } from '../common/ids';
+import { VERSION } from '../common/version';
 import { Logger } from '../common/log';
 import { ownHostNames } from '../config/load';
 import { Config } from '../config/schema';
@@ -25,8 +26,6 @@ import { serveChat } from './ws/chat';
 import { parseOffset, serveTerminal } from './ws/terminal';
 import { awaitAuthFrame, checkUpgrade, MAX_PAYLOAD_BYTES, refuse, startHeartbeat } from './ws/upgrade';
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const VERSION: string = require('../../package.json').version;
 
 export interface AppDeps {
   logger: Logger;

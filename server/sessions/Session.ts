@@ -444,7 +444,9 @@ export class Session extends Disposable implements MonitoredSession {
     if (report.survivors.length) this.logger.error({ survivors: report.survivors }, 'processes survived SIGKILL');
     if (pty) {
       // The pty reports exit once its reader drained; bound the wait in case the master never closes.
-      await Promise.race([exited, new Promise((r) => setTimeout(r, EXIT_WAIT_MS))]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, EXIT_WAIT_MS)))]);
+      clearTimeout(timer);
     }
     if (this.isLive()) this.finishEnding(null, null);
     this.logger.info({ state: this.record.state, reason: this.record.endReason, signalled: report.pids.length, escalatedTo: report.escalatedTo }, 'session ended');
