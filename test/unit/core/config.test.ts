@@ -1,0 +1,77 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, loadConfig } from '../../../server/config/load';
+import { AgentRegistry, childEnv, resolveCommand } from '../../../server/agents/profiles';
+import { tokenMatches, hostNameOf } from '../../../server/http/auth';
+
+const dir = mkdtempSync(join(tmpdir(), 'agentd-cfg-'));
+
+describe('configuration', () => {
+  it('has the contract defaults with no file and no variables', () => {
+    const c = loadConfig({ HOME: dir });
+    expect(c).toMatchObject({ host: '127.0.0.1', port: 3000, dataDir: join(dir, '.agentd'), maxConcurrentSessions: 10, sessionTimeoutHours: 24, sessionWarningHours: 20, idleTimeoutHours: 0, maxMemoryPerSessionMB: 500, maxTotalMemoryGB: 2, cpuUsageLimitPercent: 80, cpuSustainSeconds: 60, healthCheckIntervalSeconds: 30, maxSessionHistoryMB: 50, chatWaitSeconds: 120, logLevel: 'info' });
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('names every bad key at once', () => {
+    try {
+      loadConfig({ HOME: dir, PORT: 'eighty', MAX_CONCURRENT_SESSIONS: '0', LOG_LEVEL: 'loud', ALLOWED_ROOTS: 'relative' });
+      throw new Error('should have thrown');
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      const msg = (err as Error).message;
+      for (const key of ['PORT', 'MAX_CONCURRENT_SESSIONS', 'LOG_LEVEL']) expect(msg).toContain(key);
+    }
+  });
+
+  it('lets the environment win over CONFIG_FILE', () => {
+    const file = join(dir, 'agentd.json');
+    writeFileSync(file, JSON.stringify({ allowedRoots: ['/tmp'], agents: { py: { command: 'python3', args: ['-i'] } } }));
+    const c = loadConfig({ HOME: dir, CONFIG_FILE: file, ALLOWED_ROOTS: dir });
+    expect(c.allowedRoots).toEqual([dir]);
+    expect(c.agents.py.command).toBe('python3');
+  });
+
+  it('refuses an unknown key in a profile', () => {
+    const file = join(dir, 'bad.json');
+    writeFileSync(file, JSON.stringify({ agents: { py: { command: 'python3', shell: 'rm -rf /' } } }));
+    expect(() => loadConfig({ HOME: dir, CONFIG_FILE: file })).toThrow(/agents/);
+  });
+});
+
+describe('agent profiles', () => {
+  it('overrides only the given fields of a built-in profile', () => {
+    const reg = new AgentRegistry({ claude: { command: '/opt/claude', env: { X: '1' } } });
+    const claude = reg.get('claude');
+    expect(claude.kind).toBe('claude');
+    expect(claude.command).toBe('/opt/claude');
+    expect(claude.env).toMatchObject({ X: '1', DISABLE_AUTOUPDATER: '1' });
+    expect(reg.get('codex').args).toContain('--no-daemon');
+  });
+
+  it('says in human words when a program is missing', () => {
+    const reg = new AgentRegistry({ ghost: { command: 'definitely-not-installed-xyz' } });
+    expect(() => resolveCommand(reg.get('ghost'), '/usr/bin:/bin')).toThrow('definitely-not-installed-xyz is not installed or not on PATH (looked in /usr/bin, /bin)');
+  });
+
+  it('gives the child the daemon\'s env minus the token and terminal leftovers, plus TERM and the profile env', () => {
+    const reg = new AgentRegistry({ py: { command: 'python3', env: { PYTHONUNBUFFERED: '1' } } });
+    const env = childEnv({ PATH: '/bin', API_TOKEN: 'secret', TMUX: 'x', STY: 'y', COLUMNS: '80', LINES: '24', TERM: 'screen' }, reg.get('py'), { AGENTD_SESSION_TAG: 't' });
+    expect(env).toEqual({ PATH: '/bin', TERM: 'xterm-256color', COLORTERM: 'truecolor', PYTHONUNBUFFERED: '1', AGENTD_SESSION_TAG: 't' });
+  });
+});
+
+describe('auth helpers', () => {
+  it('compares tokens in constant time over digests, rejecting near misses', () => {
+    expect(tokenMatches('abcdefghijklmnop', 'abcdefghijklmnop')).toBe(true);
+    for (const bad of ['', 'abcdefghijklmno', 'abcdefghijklmnopq', 'x'.repeat(5000), undefined, null, 42]) expect(tokenMatches('abcdefghijklmnop', bad)).toBe(false);
+  });
+
+  it('reads the host name of a Host header', () => {
+    expect(hostNameOf('localhost:3000')).toBe('localhost');
+    expect(hostNameOf('[::1]:3000')).toBe('[::1]');
+    expect(hostNameOf('127.0.0.1')).toBe('127.0.0.1');
+    expect(hostNameOf(undefined)).toBeNull();
+  });
+});
