@@ -27,6 +27,7 @@ export async function main(): Promise<void> {
   const token = ensureToken(config);
   const store = openStore(config, logger);
   const app = createApp(config, { logger, store, token: token.token });
+  await app.restore();
 
   await new Promise<void>((resolve, reject) => {
     app.server.once('error', reject);

@@ -37,6 +37,8 @@ export interface AppDeps {
 
 export interface App {
   server: Server;
+  /** Loads stored sessions (after a restart) and starts the retention sweep. */
+  restore(): Promise<void>;
   context: AppContext;
   pool: SessionPool;
   /** Ends every session's processes, closes sockets and the server, frees every timer. */
@@ -45,6 +47,8 @@ export interface App {
 
 const TERMINAL_PATH = /^\/api\/sessions\/([^/]+)\/ws$/;
 const CHAT_PATHS: Record<string, string> = { '/api/claude/ws': 'claude', '/api/codex/ws': 'codex' };
+/** Ended sessions past RETENTION_DAYS are removed at start-up and then daily. */
+const RETENTION_SWEEP_MS = 24 * 3_600_000;
 /** Close code for a session that does not exist, when only the auth frame could tell us who asked. */
 const CLOSE_NOT_FOUND = 4404;
 
@@ -161,13 +165,28 @@ export function createApp(config: Config, deps: AppDeps): App {
   server.on('upgrade', onUpgrade);
 
   let disposed = false;
+  let retention: NodeJS.Timeout | null = null;
+  const prune = () => {
+    const removed = deps.store.pruneEnded?.(config.retentionDays * 86_400_000, clock.now()) ?? 0;
+    for (const s of pool.list()) if (!deps.store.getSession(s.id) && !s.isLive()) pool.forget(s.id);
+    if (removed) logger.info({ removed, retentionDays: config.retentionDays }, 'removed sessions past retention');
+  };
   return {
     server,
+    async restore() {
+      if (config.retentionDays > 0) prune();
+      await pool.restore();
+      if (config.retentionDays > 0) {
+        retention = setInterval(prune, RETENTION_SWEEP_MS);
+        retention.unref();
+      }
+    },
     context,
     pool,
     async dispose() {
       if (disposed) return;
       disposed = true;
+      if (retention) clearInterval(retention);
       stopHeartbeat();
       await pool.shutdown('daemon_stopped');
       for (const ws of wss.clients) ws.close(1001, 'daemon stopping');

@@ -14,6 +14,7 @@ import { ClientSet, RESUME_BELOW_BYTES, SessionClient } from './Clients';
 import { OutputLog } from './OutputLog';
 import { ScreenService } from './ScreenService';
 import { TurnTracker } from './TurnTracker';
+import { toPlainLines } from './text';
 import type { EndState, MonitoredSession, ProcessTarget, ResourceSample } from '../health/types';
 
 /** The pause between a chat line's text and its Enter: each real CLI drops one form otherwise (research note §5). */
@@ -22,6 +23,12 @@ export const ENTER_PAUSE_MS = 150;
 export const RING_BYTES = 1024 * 1024;
 /** How long close waits for the pty to report exit once every process is gone. */
 const EXIT_WAIT_MS = 5_000;
+/** A snapshot is stored when output has been quiet this long… */
+const SNAPSHOT_QUIET_MS = 2_000;
+/** …and at least this often while it flows. */
+const SNAPSHOT_EVERY_MS = 5_000;
+/** An agent that exits this soon after a revival failed to resume (e.g. "No conversation found"). */
+const REVIVE_FAIL_WINDOW_MS = 5_000;
 /** How often lagging clients are checked for having drained. */
 const LAG_CHECK_MS = 100;
 
@@ -61,6 +68,13 @@ export class Session extends Disposable implements MonitoredSession {
   private endPromise: Promise<void> | null = null;
   private exitWaiters: Array<() => void> = [];
   private lagTimer: NodeJS.Timeout | null = null;
+  private snapshotTimer: NodeJS.Timeout | null = null;
+  private snapshotInFlight = false;
+  private finalSnapshot: Promise<void> = Promise.resolve();
+  private lastOutputMono = 0;
+  private lastSnapshotMono = 0;
+  /** Monotonic time of the last revival, to tell a resume that failed at once. */
+  private revivedAtMono: number | null = null;
   private readonly stateEmitter = this.register(new Emitter<SessionState>());
   private readonly turnEmitter = this.register(new Emitter<TurnRecord>());
   /** State changes (for chat sockets and the pool). */
@@ -97,7 +111,7 @@ export class Session extends Disposable implements MonitoredSession {
   start(opts: { revive: boolean }): void {
     const { config, backend, store, screen, clock } = this.deps;
     const rec = this.record;
-    if (!screen.has(rec.id)) screen.open(rec.id, { cols: rec.cols, rows: rec.rows, offset: this.log.end });
+    this.ensureScreen();
     const file = resolveCommand(this.profile);
     const tag = randomUUID();
     const args = this.launchArgs(opts.revive);
@@ -131,9 +145,34 @@ export class Session extends Disposable implements MonitoredSession {
     );
     this.register(this.turns.onTurnStart((turn) => this.onTurnStart(turn)));
     this.register(this.turns.onTurnEnd(({ turn }) => this.onTurnEnded(turn)));
+    this.revivedAtMono = opts.revive ? clock.monotonic() : null;
     this.setState('running');
     store.addEvent({ sessionId: rec.id, type: opts.revive ? 'revived' : 'created', at: clock.now(), detail: { pid: pty.pid, args } });
     this.logger.info({ pid: pty.pid, agent: this.profile.name, revive: opts.revive, cwd: rec.projectPath, maxHistoryMB: config.maxSessionHistoryMB }, 'agent started');
+  }
+
+  /**
+   * Opens the screen model if it is not open: a new session starts empty; a
+   * stored one starts from its newest snapshot plus the bytes after it, so
+   * the screen after a restart is the last stored one, exactly.
+   */
+  ensureScreen(): void {
+    const { screen, store } = this.deps;
+    const id = this.record.id;
+    if (screen.has(id)) return;
+    const end = this.log.end;
+    const snap = end > 0 ? store.latestSnapshot(id, end) : undefined;
+    const range = end > 0 ? store.outputRange(id) : { start: 0, end: 0 };
+    const from = snap ? snap.offset : range.start;
+    if (!snap && from > 0) this.logger.warn({ from }, 'no stored snapshot and the oldest output is gone: the screen is rebuilt from what is kept');
+    screen.open(id, { cols: snap?.cols ?? this.record.cols, rows: snap?.rows ?? this.record.rows, offset: from, base: snap?.data });
+    if (snap && (snap.cols !== this.record.cols || snap.rows !== this.record.rows)) screen.resize(id, this.record.cols, this.record.rows);
+    if (from < this.log.start) {
+      const stored = store.readOutput(id, from, this.log.start);
+      if (stored && stored.offset === from) screen.feed(id, stored.data);
+    }
+    const inMemory = this.log.slice(Math.max(from, this.log.start));
+    if (inMemory && inMemory.length) screen.feed(id, inMemory);
   }
 
   private launchArgs(revive: boolean): string[] {
@@ -154,6 +193,37 @@ export class Session extends Disposable implements MonitoredSession {
     this.deps.screen.feed(this.record.id, chunk);
     this.turns?.onOutput(chunk);
     if (behind.length) this.watchLaggards();
+    this.lastOutputMono = this.deps.clock.monotonic();
+    if (!this.snapshotTimer) this.armSnapshot();
+  }
+
+  // ---- stored screen snapshots (off the output path: the worker serializes) ----
+
+  private armSnapshot(): void {
+    this.snapshotTimer = setTimeout(() => {
+      this.snapshotTimer = null;
+      const now = this.deps.clock.monotonic();
+      const quietFor = now - this.lastOutputMono;
+      const flowingFor = now - this.lastSnapshotMono;
+      if (quietFor >= SNAPSHOT_QUIET_MS || flowingFor >= SNAPSHOT_EVERY_MS) void this.storeSnapshot();
+      else this.armSnapshot();
+    }, SNAPSHOT_QUIET_MS);
+  }
+
+  /** Stores the screen at the current end of the stream. */
+  async storeSnapshot(): Promise<void> {
+    if (this.snapshotInFlight || !this.deps.screen.has(this.id)) return;
+    this.snapshotInFlight = true;
+    this.lastSnapshotMono = this.deps.clock.monotonic();
+    try {
+      const snap = await this.deps.screen.snapshot(this.id);
+      this.deps.store.putSnapshot({ sessionId: this.id, offset: snap.offset, cols: snap.cols, rows: snap.rows, data: snap.data, createdAt: this.deps.clock.now() });
+    } catch (err) {
+      // The next quiet period tries again; a missing snapshot only costs replay time after a crash.
+      this.logger.warn({ err: (err as Error).message }, 'screen snapshot failed');
+    } finally {
+      this.snapshotInFlight = false;
+    }
   }
 
   // ---- input ----
@@ -282,6 +352,7 @@ export class Session extends Disposable implements MonitoredSession {
   /** Sends a snapshot at the current end, then whatever came after it, then live bytes. */
   private async resync(att: ReturnType<ClientSet['add']>, announce: boolean): Promise<void> {
     att.ready = false;
+    this.ensureScreen();
     const at = this.log.end;
     const snap = await this.deps.screen.snapshot(this.id, (from) => {
       const data = this.log.slice(Math.max(from, this.log.start));
@@ -449,6 +520,7 @@ export class Session extends Disposable implements MonitoredSession {
       clearTimeout(timer);
     }
     if (this.isLive()) this.finishEnding(null, null);
+    await this.finalSnapshot;
     this.logger.info({ state: this.record.state, reason: this.record.endReason, signalled: report.pids.length, escalatedTo: report.escalatedTo }, 'session ended');
   }
 
@@ -457,12 +529,23 @@ export class Session extends Disposable implements MonitoredSession {
     if (this.ending) {
       this.finishEnding(exit.exitCode, exit.signal);
     } else {
-      const reason = exit.signal ? `agent killed by signal ${exit.signal}` : `agent exited with code ${exit.exitCode}`;
+      let reason = exit.signal ? `agent killed by signal ${exit.signal}` : `agent exited with code ${exit.exitCode}`;
+      if (this.revivedAtMono !== null && this.deps.clock.monotonic() - this.revivedAtMono < REVIVE_FAIL_WINDOW_MS) {
+        reason = `revive failed: ${this.lastOutputLine() || reason}`;
+      }
       this.setEnded('exited', reason, exit.exitCode, exit.signal);
       // Whatever it left behind (background jobs, setsid children) ends with it.
       void killSessionProcesses({ rootPid: null, tag: this.record.tag ?? '' });
     }
     for (const w of this.exitWaiters.splice(0)) w();
+  }
+
+  /** The last non-empty line the agent printed, as plain text (for failure reasons). */
+  private lastOutputLine(): string {
+    const tail = this.log.slice(Math.max(this.log.start, this.log.end - 4096));
+    if (!tail) return '';
+    const lines = toPlainLines(tail.toString('utf8')).filter((l) => l.trim() !== '');
+    return (lines[lines.length - 1] ?? '').trim().slice(0, 300);
   }
 
   private finishEnding(exitCode: number | null, signal: number | null): void {
@@ -486,9 +569,12 @@ export class Session extends Disposable implements MonitoredSession {
     const eventType = state === 'exited' ? 'exited' : state === 'failed' ? 'failed' : state === 'closed' ? 'closed' : state === 'expired' ? 'expired' : 'killed';
     store.addEvent({ sessionId: rec.id, type: eventType, at: rec.endedAt, detail: { reason, exitCode, signal } });
     this.setState(state);
+    // How a session ended is rare and must survive a crash right after: written now.
+    store.flush();
     const pty = this.pty;
     this.pty = null;
     pty?.dispose();
+    this.finalSnapshot = this.storeSnapshot();
     this.logger.info({ state, reason, exitCode, signal }, 'session state final');
   }
 
@@ -498,6 +584,21 @@ export class Session extends Disposable implements MonitoredSession {
     this.persist();
     this.clients.sendJson({ type: 'state', state });
     this.stateEmitter.fire(state);
+  }
+
+  /**
+   * For a session loaded from the store that was live when the previous daemon
+   * died: its agent is gone (or is ended now); it waits to be revived.
+   */
+  markStoppedWithDaemon(): void {
+    const rec = this.record;
+    rec.state = 'exited';
+    rec.endReason = 'daemon_stopped';
+    rec.endedAt = this.deps.clock.now();
+    rec.pid = null;
+    rec.pidStartTime = null;
+    this.deps.store.addEvent({ sessionId: rec.id, type: 'exited', at: rec.endedAt, detail: { reason: 'daemon_stopped' } });
+    this.persist();
   }
 
   persist(): void {
@@ -533,6 +634,8 @@ export class Session extends Disposable implements MonitoredSession {
   }
 
   override dispose(): void {
+    if (this.snapshotTimer) clearTimeout(this.snapshotTimer);
+    this.snapshotTimer = null;
     if (this.lagTimer) clearInterval(this.lagTimer);
     this.lagTimer = null;
     this.pty?.dispose();

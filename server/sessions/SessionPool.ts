@@ -5,7 +5,9 @@ import { errors } from '../common/errors';
 import { isValidSessionId, newId } from '../common/ids';
 import { AgentProfile, AgentRegistry, resolveCommand } from '../agents/profiles';
 import { MonitoredPool, MonitoredSession } from '../health/types';
-import { SessionRecord } from '../store/SessionStore';
+import { LIVE_STATES, SessionRecord } from '../store/SessionStore';
+import { killSessionProcesses } from '../pty/kill';
+import { isSameProcess } from '../pty/processes';
 import { Session, SessionDeps } from './Session';
 
 export interface CreateRequest {
@@ -23,6 +25,15 @@ export const MAX_ROWS = 500;
 const DEFAULT_COLS = 120;
 const DEFAULT_ROWS = 40;
 const MAX_PATH_LENGTH = 4096;
+
+/** The profile of a stored session; one whose profile was removed from the config still lists, but cannot revive. */
+function profileFor(agents: AgentRegistry, name: string): AgentProfile {
+  try {
+    return agents.get(name);
+  } catch {
+    return { name, kind: 'generic', command: `/nonexistent/agent-profile-${name}-was-removed`, args: [], env: {}, recapPrompt: '', idleMs: 1500 };
+  }
+}
 
 export function isValidSize(cols: unknown, rows: unknown): cols is number {
   return Number.isInteger(cols) && Number.isInteger(rows) && (cols as number) >= 1 && (cols as number) <= MAX_COLS && (rows as number) >= 1 && (rows as number) <= MAX_ROWS;
@@ -80,7 +91,37 @@ export class SessionPool extends Disposable implements MonitoredPool {
     const session = this.adopt(record, profile);
     session.start({ revive: false });
     store.putSession({ ...session.record });
+    // A session must outlive a crash a moment after it was created: its row goes to disk now, not with the next batch.
+    store.flush();
     return session;
+  }
+
+  /**
+   * Loads every stored session after a start. Sessions that were live when the
+   * previous daemon stopped or crashed are marked `exited`/`daemon_stopped`;
+   * any of their processes still running are ended first — identified by pid
+   * *and* start time, or by their tag, never by a bare pid that may be reused.
+   */
+  async restore(): Promise<{ restored: number; stopped: number }> {
+    const { store, agents, logger } = this.deps;
+    let stopped = 0;
+    const records = store.listSessions();
+    for (const stored of records) {
+      if (this.sessions.has(stored.id)) continue;
+      const range = store.outputRange(stored.id);
+      const record = { ...stored, outputBytes: range.end > 0 ? range.end : stored.outputBytes };
+      const session = this.adopt(record, profileFor(agents, record.agent));
+      if (!LIVE_STATES.has(record.state)) continue;
+      stopped++;
+      const rootPid = record.pid && record.pidStartTime !== null && isSameProcess(record.pid, record.pidStartTime) ? record.pid : null;
+      if (rootPid || record.tag) {
+        const report = await killSessionProcesses({ rootPid, tag: record.tag ?? '' }, 200, 1_000);
+        if (report.pids.length) logger.warn({ sessionId: record.id, pids: report.pids, escalatedTo: report.escalatedTo }, 'ended processes left by the previous daemon');
+      }
+      session.markStoppedWithDaemon();
+    }
+    logger.info({ restored: records.length, stopped }, 'sessions restored from the store');
+    return { restored: records.length, stopped };
   }
 
   /** Takes a session object under the pool's care (new, or loaded from the store). */
@@ -132,6 +173,14 @@ export class SessionPool extends Disposable implements MonitoredPool {
     const session = this.sessions.get(id);
     if (!session) throw errors.notFound(`session ${id}`);
     return session;
+  }
+
+  /** Drops an ended session from memory (after retention removed it from the store). */
+  forget(id: string): void {
+    const s = this.sessions.get(id);
+    if (!s || s.isLive()) return;
+    s.dispose();
+    this.sessions.delete(id);
   }
 
   find(id: string): Session | undefined {

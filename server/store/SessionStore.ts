@@ -134,8 +134,11 @@ export interface SessionStore {
   putTurn(turn: TurnRecord): void;
   listTurns(sessionId: string): TurnRecord[];
 
+  /** Removes sessions ended more than `olderThanMs` before `nowMs`, with all their rows; returns how many. */
+  pruneEnded?(olderThanMs: number, nowMs: number): number;
+
   /** Writes everything queued now. */
-  flush(): void;
+  flush(): void | boolean;
   health(): StoreHealth;
   close(): void;
 }
