@@ -62,7 +62,6 @@ export interface Osc7501Report {
 const OSC_PREFIX = Buffer.from('\x1b]7501;');
 const ESC = 0x1b;
 const BEL = 0x07;
-const BACKSLASH = 0x5c;
 /** A report is ~45 bytes; anything longer without a terminator is not one, so stop buffering it. */
 const MAX_REPORT_BYTES = 256;
 const STATES = new Set<string>(['working', 'idle', 'done', 'blocked']);
@@ -107,20 +106,25 @@ export class Osc7501Parser {
 
   /** Keeps a chunk's tail when it is the start of the prefix (e.g. ends in `ESC ] 75`). */
   private holdPartialPrefix(data: Buffer): void {
-    const from = Math.max(0, data.length - (OSC_PREFIX.length - 1));
-    const esc = data.indexOf(ESC, from);
-    if (esc < 0) return;
-    const tail = data.subarray(esc);
-    if (OSC_PREFIX.subarray(0, tail.length).equals(tail)) this.pending = Buffer.from(tail);
+    // The prefix holds one ESC, at its start: only the last ESC of the tail can begin a partial one.
+    for (let i = data.length - 1; i >= Math.max(0, data.length - (OSC_PREFIX.length - 1)); i--) {
+      if (data[i] !== ESC) continue;
+      const tail = data.subarray(i);
+      if (OSC_PREFIX.subarray(0, tail.length).equals(tail)) this.pending = Buffer.from(tail);
+      return;
+    }
   }
 }
 
-/** Index of the byte that ends the report body (the ESC of ESC \, or a BEL), or -1 while incomplete. */
+/**
+ * Index of the byte that ends the report body, or -1 while incomplete. The
+ * ESC of the ESC \ terminator is enough: the body is whole by then, and the
+ * `\` that follows in the next chunk is plain output.
+ */
 function terminator(data: Buffer, from: number): number {
   for (let i = from; i < data.length; i++) {
     const b = data[i];
-    if (b === BEL) return i;
-    if (b === ESC) return i + 1 < data.length ? (data[i + 1] === BACKSLASH ? i : i) : -1;
+    if (b === ESC || b === BEL) return i;
   }
   return -1;
 }

@@ -18,6 +18,7 @@ import { ScreenService } from '../sessions/ScreenService';
 import { Session } from '../sessions/Session';
 import { SessionPool } from '../sessions/SessionPool';
 import { SessionStore } from '../store/SessionStore';
+import { HealthMonitor } from '../health/HealthMonitor';
 import { AppContext } from './context';
 import { errorHandler, notFoundHandler } from './errorHandler';
 import { hostCheck, requireToken } from './middleware';
@@ -60,6 +61,8 @@ export function createApp(config: Config, deps: AppDeps): App {
   const screen = new ScreenService();
   const pool = new SessionPool({ config, backend: deps.backend ?? new NodePtyBackend(), store: deps.store, screen, clock, logger, agents });
   const chat = new ChatService(pool, config, logger.child({ component: 'chat' }));
+  const monitor = new HealthMonitor(config, { clock, pool, logger });
+  monitor.start();
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD_BYTES, perMessageDeflate: false });
   const stopHeartbeat = startHeartbeat(wss);
   const ownNames = ownHostNames(config);
@@ -74,6 +77,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     startedAt: clock.now(),
     version: VERSION,
     connections: () => wss.clients.size,
+    memoryUsedMB: () => monitor.memory.usedMB,
     sessionView: (s) => s.toJSON(),
     history: (s) => historyOf(deps.store, s),
     messages: (s) => chat.messages(s, deps.store.listTurns(s.id)),
@@ -94,6 +98,7 @@ export function createApp(config: Config, deps: AppDeps): App {
         sessions: { active: pool.liveCount(), total: pool.list().length },
         connections: wss.clients.size,
         agents: agentStatus,
+        monitor: monitorStatus(monitor, config.healthCheckIntervalSeconds),
       };
     },
   };
@@ -187,6 +192,7 @@ export function createApp(config: Config, deps: AppDeps): App {
       if (disposed) return;
       disposed = true;
       if (retention) clearInterval(retention);
+      monitor.dispose();
       stopHeartbeat();
       await pool.shutdown('daemon_stopped');
       for (const ws of wss.clients) ws.close(1001, 'daemon stopping');
@@ -199,6 +205,11 @@ export function createApp(config: Config, deps: AppDeps): App {
       screen.dispose();
     },
   };
+}
+
+function monitorStatus(monitor: HealthMonitor, intervalSeconds: number): Record<string, unknown> {
+  const last = monitor.lastTick;
+  return { intervalSeconds, lastTickAt: last ? new Date(last.at).toISOString() : null, lastTickMs: last ? Math.round(last.durationMs * 10) / 10 : null };
 }
 
 /** Attaching to a session that was live when the daemon stopped brings it back. */

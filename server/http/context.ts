@@ -15,6 +15,8 @@ export interface AppContext {
   startedAt: number;
   version: string;
   connections(): number;
+  /** Total RSS of all sessions at the monitor's last tick (null before the first). */
+  memoryUsedMB(): number | null;
   sessionView(session: Session): Record<string, unknown>;
   history(session: Session): { offset: number; data: Buffer };
   messages(session: Session): Array<Record<string, unknown>>;

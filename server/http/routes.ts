@@ -23,7 +23,7 @@ export function sessionRoutes(ctx: AppContext): Router {
   r.get('/api/sessions/active', (_req, res) => {
     const live = pool.live();
     const sessions = live.map((s) => s.toActiveJSON());
-    const usedMB = live.reduce((sum, s) => sum + (s.figures.memoryMB ?? 0), 0);
+    const usedMB = ctx.memoryUsedMB() ?? live.reduce((sum, s) => sum + (s.figures.memoryMB ?? 0), 0);
     res.json({
       sessions,
       count: sessions.length,

@@ -2,7 +2,7 @@ import { Disposable, IDisposable, toDisposable } from '../common/disposable';
 import { Emitter } from '../common/events';
 import { newId } from '../common/ids';
 import { TurnRecord } from '../store/SessionStore';
-import { turnText } from './text';
+import { toPlainLines, turnText } from './text';
 
 /** What ended a turn, and how. */
 export interface TurnEnd {
@@ -156,8 +156,7 @@ export class TurnTracker extends Disposable {
   }
 
   private tailText(r: Running): string {
-    const raw = Buffer.concat(r.output).toString('utf8');
-    const lines = turnText(raw, '', undefined).split('\n');
+    const lines = toPlainLines(Buffer.concat(r.output).toString('utf8')).filter((l) => l.trim() !== '');
     return lines[lines.length - 1] ?? '';
   }
 

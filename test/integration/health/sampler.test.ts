@@ -1,0 +1,196 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { accessSync, constants, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SESSION_TAG_ENV } from '../../../server/pty/kill';
+import { ProcessTable, readProc } from '../../../server/pty/processes';
+import { ProcResourceSampler } from '../../../server/health/ResourceSampler';
+import { querySystemUnits, readProcUsage } from '../../../server/health/procStat';
+import type { ProcessTarget, ResourceSample } from '../../../server/health/types';
+
+const MiB = 2 ** 20;
+/** Unique per run, so cleanup finds exactly what this file started. */
+const TAG_PREFIX = `sampler-test-${process.pid}-`;
+
+const children: ChildProcess[] = [];
+const sampler = new ProcResourceSampler();
+let workDir: string;
+
+/** Starts `script` under bash in its own process group, tagged like a session's processes. */
+function startTree(name: string, script: string): ProcessTarget {
+  const tag = TAG_PREFIX + name;
+  const child = spawn('bash', ['-c', script], { detached: true, stdio: 'ignore', env: { ...process.env, [SESSION_TAG_ENV]: tag } });
+  children.push(child);
+  return { sessionId: name, rootPid: child.pid!, tag };
+}
+
+async function waitFor<T>(probe: () => Promise<T | null | undefined | false> | T | null | undefined | false, what: string, ms = 15_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function sampleOf(target: ProcessTarget): Promise<ResourceSample | undefined> {
+  return (await sampler.sample([target])).get(target.sessionId);
+}
+
+function ourTaggedPids(): number[] {
+  const pids: number[] = [];
+  for (const [tag, list] of new ProcessTable().taggedAll(SESSION_TAG_ENV)) if (tag.startsWith(TAG_PREFIX)) pids.push(...list);
+  return pids.filter((pid) => readProc(pid)?.state !== 'Z');
+}
+
+beforeAll(() => {
+  workDir = mkdtempSync(join(tmpdir(), 'agentd-sampler-'));
+});
+
+afterAll(async () => {
+  for (const child of children) {
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      // The group is already gone.
+    }
+  }
+  // Those that left the tree (setsid) are found by their tag.
+  for (const pid of ourTaggedPids()) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  await waitFor(() => ourTaggedPids().length === 0, 'every test process to be gone');
+  sampler.dispose();
+  rmSync(workDir, { recursive: true, force: true });
+});
+
+describe('ProcResourceSampler on real processes', () => {
+  it("counts a grandchild's RSS in its session and a setsid process by its tag, each in the right session", async () => {
+    const big = startTree('big', 'python3 -c "x=bytearray(100*2**20); import time; time.sleep(60)" & wait');
+    const away = startTree('away', 'setsid -f python3 -c "x=bytearray(50*2**20); import time; time.sleep(60)"; sleep 60');
+    const targets = [big, away];
+
+    const samples = await waitFor(async () => {
+      const got = await sampler.sample(targets);
+      const b = got.get('big');
+      const a = got.get('away');
+      return b && a && b.memoryBytes >= 100 * MiB && a.memoryBytes >= 50 * MiB && got;
+    }, 'both allocations to show');
+
+    const bigSample = samples.get('big')!;
+    const awaySample = samples.get('away')!;
+    expect(bigSample.memoryBytes).toBeLessThan(150 * MiB);
+    expect(awaySample.memoryBytes).toBeLessThan(100 * MiB);
+    expect(bigSample.pids).toContain(big.rootPid);
+    expect(bigSample.pids.filter((pid) => awaySample.pids.includes(pid))).toEqual([]);
+
+    // The 50 MB process really left the tree: only its tag ties it to the session.
+    const table = new ProcessTable();
+    const inTree = new Set(table.descendants(away.rootPid!));
+    const leavers = awaySample.pids.filter((pid) => !inTree.has(pid));
+    expect(leavers).toHaveLength(1);
+    expect(table.byPid.get(leavers[0])!.pgid).toBe(leavers[0]); // its own session and group
+    expect(readProcUsage(leavers[0])!.rssPages).toBeGreaterThan(0);
+
+    // Without a root pid the tag alone finds the same processes (every one of them carries it).
+    const byTagOnly = await sampleOf({ ...away, rootPid: null });
+    expect([...byTagOnly!.pids].sort()).toEqual([...awaySample.pids].sort());
+  });
+
+  it('reads ~100% CPU for a busy-looping grandchild (what it really got, under load)', async () => {
+    const spin = startTree('spin', 'python3 -c "while True: pass" & wait');
+    const first = await waitFor(async () => {
+      const s = await sampleOf(spin);
+      return s && s.cpuPercent > 30 && s;
+    }, 'the loop to show');
+    const loop = first.pids.find((pid) => pid !== spin.rootPid)!;
+    const { clockTicks } = await querySystemUnits();
+    // Later samples are rates since the previous one; compare each with the ticks the loop really got meanwhile.
+    // Alone on a core it reads ~100; with jest's other worker busy it gets less, and must read that.
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      const ticks0 = cpuTicksOf(loop);
+      await new Promise((r) => setTimeout(r, 400));
+      const rate = (await sampleOf(spin))!.cpuPercent;
+      const truth = ((cpuTicksOf(loop) - ticks0) / clockTicks / ((performance.now() - t0) / 1000)) * 100;
+      expect(rate).toBeGreaterThan(30);
+      expect(rate).toBeLessThanOrEqual(105); // one thread: at most a core, plus a tick of rounding
+      expect(Math.abs(rate - truth)).toBeLessThan(15);
+    }
+  });
+
+  it('shrugs off processes that vanish between the listing and the read', async () => {
+    const churn = startTree('churn', 'while :; do /bin/true; done');
+    for (let i = 0; i < 30; i++) {
+      const sample = await sampleOf(churn);
+      expect(sample?.pids).toContain(churn.rootPid);
+      expect(Number.isFinite(sample!.cpuPercent)).toBe(true);
+    }
+  });
+
+  it('leaves zombies out and parses command names with spaces and parentheses', async () => {
+    const odd = join(workDir, 'we) ird (name');
+    copyFileSync('/bin/sleep', odd);
+    // The short sleep is never reaped: `exec` replaced the bash that would have waited for it.
+    const target = startTree('odd', `sleep 0.05 & exec '${odd}' 60`);
+    const zombie = await waitFor(() => {
+      const table = new ProcessTable();
+      return table.descendants(target.rootPid!).find((pid) => table.byPid.get(pid)!.state === 'Z');
+    }, 'a zombie child');
+    const sample = (await sampleOf(target))!;
+    expect(sample.pids).toEqual([target.rootPid]);
+    expect(sample.pids).not.toContain(zombie);
+    expect(sample.memoryBytes).toBeGreaterThan(0);
+  });
+
+  it('returns nothing for a target with no process and nothing at all for no targets', async () => {
+    expect(await sampler.sample([{ sessionId: 'none', rootPid: null, tag: TAG_PREFIX + 'nobody' }])).toEqual(new Map());
+    expect(await sampler.sample([])).toEqual(new Map());
+  });
+
+  it('sees the new owner of a reused pid (forced with ns_last_pid when root)', async () => {
+    if (!canForcePid()) {
+      console.warn('skipped: /proc/sys/kernel/ns_last_pid is not writable');
+      return;
+    }
+    const first = startTree('reuse', 'exec sleep 60');
+    const pid = first.rootPid!;
+    await waitFor(async () => (await sampleOf(first))?.pids.includes(pid), 'the first owner to be sampled');
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => readProc(pid) === null, 'the first owner to be reaped');
+
+    const second = await waitFor(() => {
+      writeFileSync('/proc/sys/kernel/ns_last_pid', String(pid - 1));
+      const next = startTree('reuse', 'exec python3 -c "x=bytearray(30*2**20); import time; time.sleep(60)"');
+      if (next.rootPid === pid) return next;
+      process.kill(-next.rootPid!, 'SIGKILL');
+      return null;
+    }, 'a process to get the same pid', 5_000);
+    const sample = await waitFor(async () => {
+      const s = await sampleOf(second);
+      return s && s.memoryBytes >= 30 * MiB && s;
+    }, 'the new owner to be sampled');
+    expect(sample.pids).toEqual([pid]);
+    expect(sample.cpuPercent).toBeGreaterThanOrEqual(0);
+  });
+});
+
+/** utime + stime of a process, parsed here independently of the sampler. */
+function cpuTicksOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'latin1').replace(/^.*\) /s, '').split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+function canForcePid(): boolean {
+  try {
+    accessSync('/proc/sys/kernel/ns_last_pid', constants.W_OK);
+    return process.getuid?.() === 0;
+  } catch {
+    return false;
+  }
+}
