@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { ConfigError, loadConfig } from '../config/load';
+import { Config } from '../config/schema';
+import { VERSION } from '../common/version';
+import { AgentRegistry } from '../agents/profiles';
+import { probeAgents } from '../agents/status';
+
+/** `agentd start | sessions | token | doctor`: the daemon and a few operator helpers. */
+function config(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`agentd: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+async function listSessions(json: boolean): Promise<void> {
+  const c = config();
+  const portFile = join(c.dataDir, 'agentd.port');
+  const tokenFile = join(c.dataDir, 'token');
+  if (!existsSync(portFile)) throw new Error(`no running daemon found (${portFile} is missing); start one with "agentd start"`);
+  const port = readFileSync(portFile, 'utf8').trim();
+  const token = c.apiToken ?? readFileSync(tokenFile, 'utf8').trim();
+  const res = await fetch(`http://127.0.0.1:${port}/api/sessions`, { headers: { authorization: `Bearer ${token}` } });
+  const body = (await res.json()) as { sessions: Array<Record<string, unknown>> };
+  if (json) {
+    process.stdout.write(JSON.stringify(body, null, 2) + '\n');
+    return;
+  }
+  for (const s of body.sessions) {
+    process.stdout.write(`${s.id}\t${s.agent}\t${s.state}\t${s.projectPath}\t${s.endReason ?? ''}\n`);
+  }
+}
+
+async function doctor(): Promise<number> {
+  let problems = 0;
+  const check = (ok: boolean, what: string, hint = '') => {
+    process.stdout.write(`${ok ? 'ok  ' : 'FAIL'}  ${what}${!ok && hint ? ` — ${hint}` : ''}\n`);
+    if (!ok) problems++;
+  };
+  check(Number(process.versions.node.split('.')[0]) >= 20, `node ${process.versions.node}`, 'agentd needs Node 20 or newer');
+  for (const mod of ['node-pty', 'better-sqlite3']) {
+    try {
+      require(mod);
+      check(true, `${mod} native module loads`);
+    } catch (err) {
+      check(false, `${mod} native module loads`, `${(err as Error).message.split('\n')[0]}; rebuild with "npm rebuild ${mod}" (needs python3, make, g++)`);
+    }
+  }
+  const c = config();
+  check(true, `config valid (DATA_DIR ${c.dataDir}, roots ${c.allowedRoots.join(':')})`);
+  const agents = await probeAgents(new AgentRegistry(c.agents), Object.keys({ shell: 1, claude: 1, codex: 1, ...c.agents }));
+  for (const [name, s] of Object.entries(agents)) {
+    process.stdout.write(`${s.available ? 'ok  ' : 'info'}  agent ${name}: ${s.available ? `${s.command}${s.version ? ` (${s.version})` : ''}` : s.message}\n`);
+  }
+  return problems;
+}
+
+const program = new Command();
+program.name('agentd').description('Keeps coding agents alive in their own terminals, reachable over REST and WebSocket.').version(VERSION);
+program
+  .command('start', { isDefault: true })
+  .description('run the daemon (configuration from the environment and CONFIG_FILE)')
+  .action(async () => {
+    const { main } = await import('../main');
+    await main();
+  });
+program
+  .command('sessions')
+  .description('list the sessions of the running daemon')
+  .option('--json', 'print JSON')
+  .action(async (opts: { json?: boolean }) => listSessions(!!opts.json));
+program
+  .command('token')
+  .description('print where the API token is (never the token itself unless --show)')
+  .option('--show', 'print the token')
+  .action((opts: { show?: boolean }) => {
+    const c = config();
+    if (c.apiToken) {
+      process.stdout.write(opts.show ? `${c.apiToken}\n` : 'the token is the API_TOKEN environment variable\n');
+      return;
+    }
+    const file = join(c.dataDir, 'token');
+    if (!existsSync(file)) throw new Error(`${file} does not exist yet: it is generated on the first "agentd start"`);
+    process.stdout.write(opts.show ? readFileSync(file, 'utf8') : `${file}\n`);
+  });
+program
+  .command('doctor')
+  .description('check the toolchain, native modules, configuration and agents')
+  .action(async () => {
+    process.exitCode = (await doctor()) ? 1 : 0;
+  });
+
+program.parseAsync(process.argv).catch((err) => {
+  process.stderr.write(`agentd: ${(err as Error).message}\n`);
+  process.exit(1);
+});
