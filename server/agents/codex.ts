@@ -181,9 +181,9 @@ export interface CodexNotify {
  * or after the main one). They differ in three ways; this uses the first two:
  * the title thread's only input message starts with "Generate a concise,
  * single-line task title"; its thread id differs from the main thread's
- * (once `knownThreadId` is set, any other id is dropped); and it writes no
+ * (once `knownThreadId` is set, the id alone decides); and it writes no
  * rollout file. Before the thread id is known (the first turn), the first
- * non-title notify names it.
+ * notify that is not title-shaped names it.
  */
 export function parseCodexNotify(json: string, knownThreadId: string | null | undefined): CodexNotify | null {
   let msg: any;
@@ -194,9 +194,9 @@ export function parseCodexNotify(json: string, knownThreadId: string | null | un
   }
   if (!msg || msg.type !== 'agent-turn-complete' || typeof msg['thread-id'] !== 'string') return null;
   const inputMessages: string[] = Array.isArray(msg['input-messages']) ? msg['input-messages'].filter((m: unknown) => typeof m === 'string') : [];
-  if (isTitleThread(inputMessages)) return null;
   const threadId: string = msg['thread-id'];
-  if (knownThreadId && threadId !== knownThreadId) return null;
+  // Once the thread is known its id decides alone (a user may well type the title wording).
+  if (knownThreadId ? threadId !== knownThreadId : isTitleThread(inputMessages)) return null;
   return {
     threadId,
     turnId: typeof msg['turn-id'] === 'string' ? msg['turn-id'] : undefined,

@@ -33,7 +33,8 @@ export interface ScreenDialog {
   options: PermissionOption[];
 }
 
-const OPTION_LINE = /^\s*(?:[❯›>]\s*)?([1-9])\.\s+(.*?)\s*$/;
+// Claude drops the space after "2." when the label wraps ("2.Yes, and don't ask again for …").
+const OPTION_LINE = /^\s*(?:[❯›>]\s*)?([1-9])\.\s*(\S.*?)\s*$/;
 
 /**
  * Reads the numbered options that end just above the line at `endIndex`
@@ -52,7 +53,7 @@ export function optionsAbove(lines: string[], endIndex: number): { options: Perm
     const line = lines[i];
     const m = OPTION_LINE.exec(line);
     if (m) {
-      options.unshift({ id: m[1], label: [m[2], ...continuation].join(' ').replace(/\s+/g, ' ').trim() });
+      options.unshift({ id: m[1], label: joinWrapped([m[2], ...continuation]) });
       continuation = [];
       firstLine = i;
       if (m[1] === '1') break;
@@ -63,4 +64,15 @@ export function optionsAbove(lines: string[], endIndex: number): { options: Perm
     continuation.unshift(line.trim());
   }
   return { options, firstLine };
+}
+
+/** Joins a label's wrapped pieces; a piece ending in a hyphenated word ("file-") was broken inside the word. */
+function joinWrapped(pieces: string[]): string {
+  let out = '';
+  for (const piece of pieces) {
+    const p = piece.trim();
+    if (!p) continue;
+    out = out === '' ? p : /\S-$/.test(out) ? out + p : `${out} ${p}`;
+  }
+  return out.replace(/\s+/g, ' ');
 }

@@ -21,7 +21,8 @@ import { SessionStore } from '../store/SessionStore';
 import { HealthMonitor } from '../health/HealthMonitor';
 import { AppContext } from './context';
 import { errorHandler, notFoundHandler } from './errorHandler';
-import { hostCheck, requireToken } from './middleware';
+import { hostCheck, jsonBody, requireToken } from './middleware';
+import { HOOK_SECRET_HEADER, parseHookPost } from '../agents/relay';
 import { sessionRoutes } from './routes';
 import { serveChat } from './ws/chat';
 import { parseOffset, serveTerminal } from './ws/terminal';
@@ -59,7 +60,12 @@ export function createApp(config: Config, deps: AppDeps): App {
   const clock = deps.clock ?? systemClock;
   const agents = new AgentRegistry(config.agents);
   const screen = new ScreenService();
-  const pool = new SessionPool({ config, backend: deps.backend ?? new NodePtyBackend(), store: deps.store, screen, clock, logger, agents });
+  const hookUrl = () => {
+    const port = (server.address() as AddressInfo | null)?.port ?? config.port;
+    const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+    return `http://${host.includes(':') ? `[${host}]` : host}:${port}/api/hooks`;
+  };
+  const pool = new SessionPool({ hookUrl, config, backend: deps.backend ?? new NodePtyBackend(), store: deps.store, screen, clock, logger, agents });
   const chat = new ChatService(pool, config, logger.child({ component: 'chat' }));
   const monitor = new HealthMonitor(config, { clock, pool, logger });
   monitor.start();
@@ -81,7 +87,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     sessionView: (s) => s.toJSON(),
     history: (s) => historyOf(deps.store, s),
     messages: (s) => chat.messages(s, deps.store.listTurns(s.id)),
-    answer: (s, option) => s.answer(option, (id) => id),
+    answer: (s, option) => s.answer(option),
     keepAlive: (s, recap) => chat.keepAlive(s, recap),
     revive: async (s, why) => {
       await pool.revive(s, why);
@@ -114,6 +120,16 @@ export function createApp(config: Config, deps: AppDeps): App {
   app.use(hostCheck(ownNames));
   app.get('/api/health', async (_req, res) => {
     res.json(await context.health());
+  });
+  // The agents' hook relay: authenticated by the session's own secret, not the API token.
+  app.post('/api/hooks', ...jsonBody, (req, res) => {
+    const post = parseHookPost(req.body);
+    const session = post && isValidSessionId(post.sessionId) ? pool.find(post.sessionId) : undefined;
+    if (!post || !session || !session.acceptHook(req.headers[HOOK_SECRET_HEADER], post.event, post.payload)) {
+      res.status(401).json({ error: { code: 'unauthorized', message: 'unknown session or wrong hook secret' } });
+      return;
+    }
+    res.status(204).end();
   });
   app.use(requireToken(deps.token));
   app.use(sessionRoutes(context));

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IncomingMessage } from 'node:http';
@@ -27,13 +27,7 @@ export function ensureToken(config: Config): TokenSource {
   return { token, from: 'generated', file };
 }
 
-const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
-
-/** Compares in constant time over fixed-length digests, whatever the lengths. */
-export function tokenMatches(expected: string, given: unknown): boolean {
-  if (typeof given !== 'string' || given.length === 0 || given.length > 4096) return false;
-  return timingSafeEqual(digest(expected), digest(given));
-}
+export { tokenMatches } from '../common/tokens';
 
 /** The bearer token of an Authorization header, or null if there is none. */
 export function bearerOf(req: IncomingMessage): string | null | undefined {

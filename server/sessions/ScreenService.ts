@@ -48,6 +48,7 @@ export class ScreenService implements IDisposable {
   private readonly worker: Worker;
   private readonly feeds = new Map<string, Feed>();
   private readonly waiting = new Map<number, { resolve: (s: Snapshot) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private readonly textWaiting = new Map<number, (lines: string[] | null) => void>();
   private nextRequest = 1;
   private flushScheduled = false;
   private disposed = false;
@@ -113,6 +114,25 @@ export class ScreenService implements IDisposable {
     });
   }
 
+  /** The visible screen as plain text lines (for reading an agent's dialogs); null if there is no screen. */
+  text(id: string): Promise<string[] | null> {
+    const f = this.feeds.get(id);
+    if (!f) return Promise.resolve(null);
+    this.flushOne(id, f);
+    const requestId = this.nextRequest++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.textWaiting.delete(requestId);
+        resolve(null);
+      }, SNAPSHOT_TIMEOUT_MS);
+      this.textWaiting.set(requestId, (lines) => {
+        clearTimeout(timer);
+        resolve(lines);
+      });
+      this.post({ type: 'text', id, requestId });
+    });
+  }
+
   /** Replaces the model with one built from the newest bytes after a flood. */
   private rebuild(id: string, f: Feed, tail?: (fromOffset: number) => { offset: number; data: Buffer } | null): void {
     const end = f.skippedFrom!;
@@ -164,6 +184,12 @@ export class ScreenService implements IDisposable {
       if (f && msg.consumed > f.parsedOffset) f.parsedOffset = msg.consumed;
       return;
     }
+    if (msg.type === 'text') {
+      const done = this.textWaiting.get(msg.requestId);
+      this.textWaiting.delete(msg.requestId);
+      done?.(msg.lines ?? null);
+      return;
+    }
     if (msg.type !== 'snapshot') return;
     const w = this.waiting.get(msg.requestId);
     if (!w) return;
@@ -181,6 +207,8 @@ export class ScreenService implements IDisposable {
       w.reject(new Error('screen service disposed'));
     }
     this.waiting.clear();
+    for (const done of this.textWaiting.values()) done(null);
+    this.textWaiting.clear();
     void this.worker.terminate();
   }
 }

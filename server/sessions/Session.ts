@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Clock, iso, wallTimeOf } from '../common/clock';
 import { Disposable, IDisposable } from '../common/disposable';
 import { Emitter } from '../common/events';
@@ -14,6 +14,9 @@ import { ClientSet, RESUME_BELOW_BYTES, SessionClient } from './Clients';
 import { OutputLog } from './OutputLog';
 import { ScreenService } from './ScreenService';
 import { TurnTracker } from './TurnTracker';
+import { AgentDriver, createDriver, DriverHost } from './drivers';
+import { AgentSignal } from '../agents/signals';
+import { tokenMatches } from '../common/tokens';
 import { toPlainLines } from './text';
 import type { EndState, MonitoredSession, ProcessTarget, ResourceSample } from '../health/types';
 
@@ -33,6 +36,8 @@ const REVIVE_FAIL_WINDOW_MS = 5_000;
 const LAG_CHECK_MS = 100;
 
 export interface SessionDeps {
+  /** Where the agent's hook relay posts (loopback, this daemon). */
+  hookUrl: () => string;
   config: Config;
   backend: PtyBackend;
   store: SessionStore;
@@ -65,6 +70,9 @@ export class Session extends Disposable implements MonitoredSession {
   private lastActivityMono: number;
   private usage: ResourceSample | null = null;
   private ending: { state: SessionState; reason: string } | null = null;
+  private readonly driver: AgentDriver;
+  /** Per-spawn secret the agent's hooks present (only this session's processes know it). */
+  private hookSecret: string | null = null;
   private endPromise: Promise<void> | null = null;
   private exitWaiters: Array<() => void> = [];
   private lagTimer: NodeJS.Timeout | null = null;
@@ -93,6 +101,54 @@ export class Session extends Disposable implements MonitoredSession {
     this.log = new OutputLog(RING_BYTES, record.outputBytes);
     this.lifetimeStartMono = this.monoFromWall(record.expiresAt, deps.config.sessionTimeoutHours);
     this.lastActivityMono = deps.clock.monotonic();
+    this.driver = this.register(createDriver(profile, this.driverHost()));
+  }
+
+  private driverHost(): DriverHost {
+    return {
+      record: this.record,
+      logger: this.logger,
+      signal: (signal) => this.onSignal(signal),
+      screenText: () => this.deps.screen.text(this.id),
+      setAgentSessionId: (id) => {
+        this.record.agentSessionId = id;
+        this.persist();
+        this.deps.store.flush();
+        this.logger.info({ agentSessionId: id }, 'agent conversation id learned');
+      },
+      turnRunning: () => !!this.turns?.current,
+    };
+  }
+
+  /** What the agent tells us through its hooks or its output. */
+  private onSignal(signal: AgentSignal | { kind: 'turn-interrupted' }): void {
+    if (!this.isLive()) return;
+    switch (signal.kind) {
+      case 'ready':
+        if (this.state === 'starting') this.setState('idle');
+        this.turns?.pump();
+        return;
+      case 'turn-ended':
+        this.prompt = null;
+        this.turns?.end('completed', signal.text);
+        return;
+      case 'turn-interrupted':
+        this.prompt = null;
+        this.turns?.end('interrupted', null);
+        return;
+      case 'permission':
+        this.openPermission(signal.prompt, signal.options);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** A hook call from the agent, if it carries this session's secret. */
+  acceptHook(secret: unknown, event: string, payload: unknown): boolean {
+    if (!this.hookSecret || !this.isLive() || !tokenMatches(this.hookSecret, secret)) return false;
+    this.driver.onHook(event, payload);
+    return true;
   }
 
   get id(): string {
@@ -114,8 +170,11 @@ export class Session extends Disposable implements MonitoredSession {
     this.ensureScreen();
     const file = resolveCommand(this.profile);
     const tag = randomUUID();
-    const args = this.launchArgs(opts.revive);
-    const env = childEnv(process.env, this.profile, { [SESSION_TAG_ENV]: tag, AGENTD_SESSION_ID: rec.id });
+    this.hookSecret = randomBytes(24).toString('hex');
+    const baseEnv = childEnv(process.env, this.profile, { [SESSION_TAG_ENV]: tag, AGENTD_SESSION_ID: rec.id });
+    const launch = this.driver.launch({ revive: opts.revive, env: baseEnv, hookUrl: this.deps.hookUrl(), hookSecret: this.hookSecret });
+    const args = launch.args;
+    const env = { ...baseEnv, ...launch.env };
     try {
       this.pty = backend.spawn({ file, args, cwd: rec.projectPath, env, cols: rec.cols, rows: rec.rows });
     } catch (err) {
@@ -137,16 +196,16 @@ export class Session extends Disposable implements MonitoredSession {
       new TurnTracker(rec.id, {
         idleMs: this.profile.idleMs,
         promptPattern: this.profile.promptPattern,
-        authoritative: false,
+        authoritative: this.driver.authoritative,
         now: () => clock.now(),
         submit: (text) => this.submitLine(text),
-        isReady: () => this.isLive(),
+        isReady: () => this.isLive() && this.driver.isReady() && !this.prompt,
       }),
     );
     this.register(this.turns.onTurnStart((turn) => this.onTurnStart(turn)));
     this.register(this.turns.onTurnEnd(({ turn }) => this.onTurnEnded(turn)));
     this.revivedAtMono = opts.revive ? clock.monotonic() : null;
-    this.setState('running');
+    this.setState(this.driver.authoritative ? 'starting' : 'running');
     store.addEvent({ sessionId: rec.id, type: opts.revive ? 'revived' : 'created', at: clock.now(), detail: { pid: pty.pid, args } });
     this.logger.info({ pid: pty.pid, agent: this.profile.name, revive: opts.revive, cwd: rec.projectPath, maxHistoryMB: config.maxSessionHistoryMB }, 'agent started');
   }
@@ -175,14 +234,6 @@ export class Session extends Disposable implements MonitoredSession {
     if (inMemory && inMemory.length) screen.feed(id, inMemory);
   }
 
-  private launchArgs(revive: boolean): string[] {
-    const { resumeArgs, args } = this.profile;
-    if (revive && resumeArgs && this.record.agentSessionId) {
-      return resumeArgs.map((a) => a.split('{agentSessionId}').join(this.record.agentSessionId!));
-    }
-    return [...args];
-  }
-
   // ---- output path (hot) ----
 
   private onOutput(chunk: Buffer): void {
@@ -192,6 +243,7 @@ export class Session extends Disposable implements MonitoredSession {
     this.deps.store.appendOutput(this.record.id, at, chunk);
     this.deps.screen.feed(this.record.id, chunk);
     this.turns?.onOutput(chunk);
+    this.driver.onOutput(chunk);
     if (behind.length) this.watchLaggards();
     this.lastOutputMono = this.deps.clock.monotonic();
     if (!this.snapshotTimer) this.armSnapshot();
@@ -245,7 +297,8 @@ export class Session extends Disposable implements MonitoredSession {
   /** Writes a chat line the way both real CLIs accept it: text, a pause, then Enter alone. */
   private async submitLine(text: string): Promise<void> {
     if (!this.pty) throw new Error('no agent running');
-    this.pty.write(text);
+    // A multi-line message goes as a bracketed paste to the agents that enable it, so its newlines do not submit early.
+    this.pty.write(this.driver.authoritative && text.includes('\n') ? `\x1b[200~${text}\x1b[201~` : text);
     await new Promise((r) => setTimeout(r, ENTER_PAUSE_MS));
     if (!this.pty || !this.isLive()) throw new Error('agent ended before Enter');
     this.pty.write('\r');
@@ -282,13 +335,14 @@ export class Session extends Disposable implements MonitoredSession {
   }
 
   /** Writes the keys that answer the open question with option `optionId`. */
-  answer(optionId: unknown, keysFor: (id: string) => string): void {
+  answer(optionId: unknown): void {
     const prompt = this.prompt;
     if (!prompt || !this.isLive()) throw errors.conflict('no permission question is open');
     const option = prompt.options.find((o) => o.id === String(optionId));
     if (!option) throw errors.invalid(`option must be one of ${prompt.options.map((o) => o.id).join(', ')}`);
-    this.pty?.write(keysFor(option.id));
+    this.pty?.write(this.driver.permissionKeys(option.id));
     this.noteUserActivity();
+    this.driver.onAnswer(option);
     this.closePermission();
   }
 
@@ -310,7 +364,7 @@ export class Session extends Disposable implements MonitoredSession {
     this.deps.store.putTurn(turn);
     this.clients.sendJson({ type: 'turn', turnId: turn.id, status: turn.status, response: turn.response });
     this.turnEmitter.fire(turn);
-    if (this.isLive() && !this.turns?.busy) this.setState('idle');
+    if (this.isLive() && !this.turns?.busy && !this.prompt) this.setState('idle');
   }
 
   // ---- clients ----

@@ -4,9 +4,11 @@ export type ScreenRequest =
   | { type: 'data'; id: string; data: Uint8Array }
   | { type: 'resize'; id: string; cols: number; rows: number }
   | { type: 'snapshot'; id: string; requestId: number }
+  | { type: 'text'; id: string; requestId: number }
   | { type: 'close'; id: string };
 
 export type ScreenReply =
   | { type: 'snapshot'; requestId: number; offset?: number; cols?: number; rows?: number; data?: string; error?: string }
+  | { type: 'text'; requestId: number; lines?: string[]; error?: string }
   | { type: 'progress'; id: string; consumed: number }
   | { type: 'error'; id?: string; message: string };

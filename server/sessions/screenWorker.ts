@@ -105,6 +105,21 @@ function handle(msg: ScreenRequest): void {
       });
       return;
     }
+    case 'text': {
+      const state = screens.get(msg.id);
+      if (!state) {
+        reply({ type: 'text', requestId: msg.requestId, error: 'unknown screen' });
+        return;
+      }
+      const term = live(state);
+      term.write('', () => {
+        const buf = term.buffer.active;
+        const lines: string[] = [];
+        for (let i = buf.baseY; i < buf.baseY + term.rows; i++) lines.push(buf.getLine(i)?.translateToString(true) ?? '');
+        reply({ type: 'text', requestId: msg.requestId, lines });
+      });
+      return;
+    }
     case 'close': {
       const state = screens.get(msg.id);
       state?.term?.dispose();
