@@ -1,0 +1,130 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { claudeEnv, seedClaudeHome } from '../../fixtures/agent-homes';
+import { claudeBinary } from '../../fixtures/binaries';
+import { FakeAnthropic, startFakeAnthropic } from '../../fixtures/fake-anthropic';
+import { DaemonProcess, startDaemonProcess } from '../../helpers/daemonProcess';
+import { cleanupTmp, tmpdir } from '../../helpers/tmp';
+import { waitFor } from '../../helpers/wait';
+import { TestSocket } from '../../helpers/ws';
+
+/**
+ * The real Claude Code binary, driven through the daemon against a fake
+ * Anthropic server on loopback: chat turns, continuity across a kill -9 of
+ * the daemon, recap, a relayed permission prompt, the chat socket.
+ */
+let fake: FakeAnthropic;
+let dataDir: string;
+let project: string;
+let agents: Record<string, unknown>;
+const daemons: DaemonProcess[] = [];
+const sockets: TestSocket[] = [];
+
+beforeAll(async () => {
+  fake = await startFakeAnthropic();
+  dataDir = tmpdir('claude-data');
+  project = tmpdir('claude-project');
+  const home = tmpdir('claude-home');
+  const configDir = seedClaudeHome(join(home, '.claude-config'), { projectPaths: [project] });
+  agents = { claude: { command: claudeBinary(), env: claudeEnv({ configDir, home, baseUrl: fake.url }) } };
+});
+
+afterAll(async () => {
+  for (const s of sockets) s.ws.terminate();
+  for (const d of daemons) await d.kill('SIGTERM');
+  await fake?.close();
+  cleanupTmp();
+});
+
+async function daemon(): Promise<DaemonProcess> {
+  const d = await startDaemonProcess({ dataDir, root: project, agents, env: { CHAT_WAIT_SECONDS: '60' } });
+  daemons.push(d);
+  return d;
+}
+
+function lastMainUserTexts(): string[] {
+  const main = fake.mainRequests();
+  return main[main.length - 1]?.userTexts ?? [];
+}
+
+describe('claude through the daemon', () => {
+  let d: DaemonProcess;
+  let sessionId: string;
+
+  it('reports claude available with its version, without starting a session', async () => {
+    d = await daemon();
+    const health = (await d.api('GET', '/api/health')).json;
+    expect(health.agents.claude.available).toBe(true);
+    expect(health.agents.claude.version).toMatch(/2\.1\.197/);
+    expect(health.sessions.total).toBe(0);
+  });
+
+  it('answers two chat turns, the second remembering the first', async () => {
+    const first = await d.api('POST', '/api/chat', { agent: 'claude', projectPath: project, message: 'Remember the word BANANA' });
+    expect(first.status).toBe(200);
+    expect(first.json).toMatchObject({ sessionId: expect.any(String), turnId: expect.any(String) });
+    expect(first.json.response).toContain('BANANA');
+    sessionId = first.json.sessionId;
+    const second = await d.api('POST', '/api/chat', { sessionId, message: 'Which word did I ask you to remember?' });
+    expect(second.status).toBe(200);
+    expect(second.json.response).toContain('BANANA');
+    expect(lastMainUserTexts().join(' ')).toContain('BANANA');
+    const active = (await d.api('GET', '/api/sessions/active')).json.sessions.find((s: any) => s.id === sessionId);
+    expect(active.agentSessionId).toMatch(/^[0-9a-f-]{36}$/);
+    const messages = (await d.api('GET', `/api/sessions/${sessionId}/messages`)).json.messages;
+    expect(messages.filter((m: any) => m.role === 'user').map((m: any) => m.content)).toEqual(['Remember the word BANANA', 'Which word did I ask you to remember?']);
+    expect((await d.api('GET', `/api/sessions/${sessionId}`)).json.session.state).toBe('idle');
+  });
+
+  it('carries the conversation across a kill -9 of the daemon and a restart (claude --resume)', async () => {
+    expect(await d.kill('SIGKILL')).toBeNull();
+    d = await daemon();
+    const listed = (await d.api('GET', `/api/sessions/${sessionId}`)).json.session;
+    expect(listed).toMatchObject({ state: 'exited', endReason: 'daemon_stopped' });
+    const third = await d.api('POST', '/api/chat', { sessionId, message: 'And now, after the restart?' });
+    expect(third.status).toBe(200);
+    expect(third.json.response).toContain('BANANA');
+    expect(lastMainUserTexts()).toEqual(expect.arrayContaining(['Remember the word BANANA', 'And now, after the restart?']));
+  });
+
+  it('returns the agent\'s recap on keep-alive with action recap', async () => {
+    const res = await d.api('POST', '/api/sessions/keep-alive', { sessionId, action: 'recap' });
+    expect(res.status).toBe(200);
+    expect(res.json.recap).toEqual(expect.stringContaining('BANANA'));
+    expect(res.json.recap).not.toMatch(/\x1b/);
+  });
+
+  it('relays a permission prompt, answers it, and completes the turn', async () => {
+    const target = join(project, 'permitted-file');
+    const asked = await d.api('POST', '/api/chat', { sessionId, message: `PLEASE RUN: touch ${target}` });
+    expect(asked.status).toBe(202);
+    expect(asked.json.status).toBe('needs_input');
+    expect(asked.json.prompt.options.map((o: any) => o.id)).toContain('1');
+    expect(asked.json.prompt.prompt).toContain('touch');
+    const session = (await d.api('GET', `/api/sessions/${sessionId}`)).json.session;
+    expect(session.state).toBe('needs_input');
+    expect(session.prompt.turnId).toBe(asked.json.turnId);
+    const answered = await d.api('POST', `/api/sessions/${sessionId}/answer`, { option: '1' });
+    expect(answered.status).toBe(200);
+    await waitFor(() => existsSync(target), 20_000, 'the tool to run');
+    const turn = await waitFor(async () => {
+      const messages = (await d.api('GET', `/api/sessions/${sessionId}/messages`)).json.messages;
+      return messages.find((m: any) => m.turnId === asked.json.turnId && m.role === 'assistant');
+    }, 20_000, 'the turn to end');
+    expect(turn.status).toBe('completed');
+    expect((await d.api('POST', `/api/sessions/${sessionId}/answer`, { option: '1' })).status).toBe(409);
+  });
+
+  it('round-trips a message over the chat socket', async () => {
+    const ws = d.socket('/api/claude/ws');
+    sockets.push(ws);
+    await ws.nextJson((f) => f.type === 'ready');
+    ws.send({ content: 'Hello over the socket', session_id: 'ios-chat-1', device_id: 'device-A' });
+    const msg = await ws.nextJson((f) => f.type === 'message', 60_000);
+    expect(msg).toMatchObject({ role: 'assistant', session_id: 'ios-chat-1', turnId: expect.any(String) });
+    expect(msg.content).toContain('Hello over the socket');
+    expect(ws.json().some((f) => f.type === 'state')).toBe(true);
+    const session = (await d.api('GET', '/api/sessions/ios-chat-1')).json.session;
+    expect(session.agent).toBe('claude');
+  });
+});
