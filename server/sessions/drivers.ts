@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { IDisposable } from '../common/disposable';
 import { Logger } from '../common/log';
 import { AgentProfile } from '../agents/profiles';
-import { claudeArgs, claudeConfigDir, claudeHookSettings, claudePermissionKeys, parseClaudeHook, prepareClaudeRevival } from '../agents/claude';
+import { claudeArgs, claudeConfigDir, claudeHookSettings, claudePermissionKeys, parseClaudeHook, parseClaudePermissionDialog, prepareClaudeRevival } from '../agents/claude';
 import { codexArgs, codexPermissionKeys, codexRolloutExists, codexTurnEnd, CodexState, Osc7501Parser, parseCodexApproval, parseCodexNotify } from '../agents/codex';
 import { CODEX_NOTIFY_EVENT, codexNotifyCommand, HOOK_SECRET_ENV, HOOK_URL_ENV, hookRelayCommand } from '../agents/relay';
 import { AgentSignal, digitKeys, PermissionOption } from '../agents/signals';
@@ -70,6 +70,8 @@ class GenericDriver implements AgentDriver {
   dispose() {}
 }
 
+/** How long to wait for claude to draw its permission dialog after the PermissionRequest hook. */
+const DIALOG_DRAW_WAIT_MS = 3_000;
 /** After "No" in claude's dialog no hook fires: the turn is ended as interrupted if Stop does not come by then. */
 const DENIED_TURN_GRACE_MS = 3_000;
 
@@ -118,7 +120,26 @@ class ClaudeDriver implements AgentDriver {
       if (signal.agentSessionId && signal.agentSessionId !== this.host.record.agentSessionId) this.host.setAgentSessionId(signal.agentSessionId);
     }
     if (signal.kind === 'turn-ended') this.clearDenied();
+    if (signal.kind === 'permission') {
+      void this.relayWhenDrawn(signal);
+      return;
+    }
     this.host.signal(signal);
+  }
+
+  /**
+   * PermissionRequest fires before the dialog is drawn, and a digit written
+   * before that is lost: the question is relayed once it is on screen (or
+   * after a bound, with the hook's words).
+   */
+  private async relayWhenDrawn(signal: Extract<AgentSignal, { kind: 'permission' }>) {
+    const deadline = Date.now() + DIALOG_DRAW_WAIT_MS;
+    while (Date.now() < deadline) {
+      const lines = await this.host.screenText();
+      if (lines && parseClaudePermissionDialog(lines.join('\n'))) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (this.host.turnRunning()) this.host.signal(signal);
   }
 
   permissionKeys(optionId: string) {
@@ -144,6 +165,10 @@ class ClaudeDriver implements AgentDriver {
   }
 }
 
+/** Codex is ready for a prompt once its state has stayed idle this long (its start-up flips idle/working). */
+const CODEX_SETTLE_MS = 300;
+/** How long to wait for codex to draw its approval dialog after it reported `blocked`. */
+const APPROVAL_DRAW_WAIT_MS = 5_000;
 /** How long a codex turn end waits for notify's text before taking the screen's. */
 const NOTIFY_WAIT_MS = 1_500;
 
@@ -160,6 +185,7 @@ class CodexDriver implements AgentDriver {
   private lastText: { text: string; at: number } | null = null;
   private turnStartedAt = 0;
   private pendingEnd: NodeJS.Timeout | null = null;
+  private readyTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly profile: AgentProfile, private readonly host: DriverHost) {}
 
@@ -190,9 +216,17 @@ class CodexDriver implements AgentDriver {
   private onState(next: CodexState, kind?: string) {
     const previous = this.state;
     this.state = next;
-    if (!this.ready && next === 'idle' && previous !== null) {
-      this.ready = true;
-      this.host.signal({ kind: 'ready' });
+    if (!this.ready) {
+      // A fresh codex goes idle → working → idle at start, a resumed one just idle: ready once idle stays put.
+      if (this.readyTimer) clearTimeout(this.readyTimer);
+      this.readyTimer = null;
+      if (next === 'idle') {
+        this.readyTimer = setTimeout(() => {
+          this.readyTimer = null;
+          this.ready = true;
+          this.host.signal({ kind: 'ready' });
+        }, CODEX_SETTLE_MS);
+      }
       return;
     }
     if (next === 'working' && previous !== 'working' && previous !== 'blocked') this.turnStartedAt = Date.now();
@@ -206,10 +240,16 @@ class CodexDriver implements AgentDriver {
   }
 
   private async readApproval() {
-    // The dialog is drawn with the report; give the screen model the bytes that follow it.
-    await new Promise((r) => setTimeout(r, 150));
-    const lines = await this.host.screenText();
-    const dialog = lines ? parseCodexApproval(lines.join('\n')) : null;
+    // Codex draws the dialog ~1 s after reporting `blocked`, and a key written before that is lost:
+    // the question is relayed only once it is on screen.
+    let dialog: ReturnType<typeof parseCodexApproval> = null;
+    const deadline = Date.now() + APPROVAL_DRAW_WAIT_MS;
+    while (!dialog && Date.now() < deadline && this.state === 'blocked') {
+      await new Promise((r) => setTimeout(r, 100));
+      const lines = await this.host.screenText();
+      dialog = lines ? parseCodexApproval(lines.join('\n')) : null;
+    }
+    if (this.state !== 'blocked') return;
     this.host.signal({
       kind: 'permission',
       prompt: dialog?.prompt ?? 'Codex asks for approval',
@@ -260,7 +300,8 @@ class CodexDriver implements AgentDriver {
 
   dispose() {
     if (this.pendingEnd) clearTimeout(this.pendingEnd);
-    this.pendingEnd = null;
+    if (this.readyTimer) clearTimeout(this.readyTimer);
+    this.pendingEnd = this.readyTimer = null;
   }
 }
 

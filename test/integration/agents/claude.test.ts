@@ -115,6 +115,22 @@ describe('claude through the daemon', () => {
     expect((await d.api('POST', `/api/sessions/${sessionId}/answer`, { option: '1' })).status).toBe(409);
   });
 
+  it('ends a turn whose permission was denied as interrupted (claude fires no hook then), telling terminal clients', async () => {
+    const term = d.socket(`/api/sessions/${sessionId}/ws`);
+    sockets.push(term);
+    await term.nextJson((f) => f.type === 'snapshot');
+    const asked = await d.api('POST', '/api/chat', { sessionId, message: `PLEASE RUN: touch ${join(project, 'denied-file')}` });
+    expect(asked.json.status).toBe('needs_input');
+    const frame = await term.nextJson((f) => f.type === 'permission');
+    expect(frame.turnId).toBe(asked.json.turnId);
+    const no = asked.json.prompt.options.find((o: any) => /^No/.test(o.label));
+    expect((await d.api('POST', `/api/sessions/${sessionId}/answer`, { option: no.id })).status).toBe(200);
+    const turn = await term.nextJson((f) => f.type === 'turn' && f.turnId === asked.json.turnId, 15_000);
+    expect(turn.status).toBe('interrupted');
+    expect(existsSync(join(project, 'denied-file'))).toBe(false);
+    expect((await d.api('GET', `/api/sessions/${sessionId}`)).json.session.state).toBe('idle');
+  });
+
   it('round-trips a message over the chat socket', async () => {
     const ws = d.socket('/api/claude/ws');
     sockets.push(ws);

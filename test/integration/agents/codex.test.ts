@@ -1,0 +1,116 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { codexEnv, seedCodexHome } from '../../fixtures/agent-homes';
+import { codexBinary } from '../../fixtures/binaries';
+import { FakeOpenAI, startFakeOpenAI } from '../../fixtures/fake-openai';
+import { DaemonProcess, startDaemonProcess } from '../../helpers/daemonProcess';
+import { cleanupTmp, tmpdir } from '../../helpers/tmp';
+import { waitFor } from '../../helpers/wait';
+import { TestSocket } from '../../helpers/ws';
+
+/**
+ * The real Codex binary, driven through the daemon against a fake OpenAI
+ * Responses server on loopback: chat turns, continuity across a kill -9 of
+ * the daemon (codex resume), recap, a relayed approval, the chat socket.
+ */
+let fake: FakeOpenAI;
+let dataDir: string;
+let project: string;
+let agents: Record<string, unknown>;
+const daemons: DaemonProcess[] = [];
+const sockets: TestSocket[] = [];
+
+beforeAll(async () => {
+  fake = await startFakeOpenAI();
+  dataDir = tmpdir('codex-data');
+  project = tmpdir('codex-project');
+  const home = tmpdir('codex-home');
+  // on-request with a sandbox: escalated commands ask for approval.
+  const codexHome = seedCodexHome(join(home, '.codex'), { baseUrl: fake.url, projectPaths: [project], approvalPolicy: 'on-request', sandboxMode: 'workspace-write' });
+  agents = { codex: { command: codexBinary(), env: codexEnv({ codexHome, home }) } };
+});
+
+afterAll(async () => {
+  for (const s of sockets) s.ws.terminate();
+  for (const d of daemons) await d.kill('SIGTERM');
+  await fake?.close();
+  cleanupTmp();
+});
+
+async function daemon(): Promise<DaemonProcess> {
+  const d = await startDaemonProcess({ dataDir, root: project, agents, env: { CHAT_WAIT_SECONDS: '60' } });
+  daemons.push(d);
+  return d;
+}
+
+function lastMainUserTexts(): string[] {
+  const main = fake.mainRequests();
+  return main[main.length - 1]?.userTexts ?? [];
+}
+
+describe('codex through the daemon', () => {
+  let d: DaemonProcess;
+  let sessionId: string;
+
+  it('reports codex available with its version, without starting a session', async () => {
+    d = await daemon();
+    const health = (await d.api('GET', '/api/health')).json;
+    expect(health.agents.codex.available).toBe(true);
+    expect(health.agents.codex.version).toMatch(/0\.169\.0/);
+  });
+
+  it('answers two chat turns, the second remembering the first', async () => {
+    const first = await d.api('POST', '/api/chat', { agent: 'codex', projectPath: project, message: 'Remember the word BANANA' });
+    expect(first.status).toBe(200);
+    expect(first.json.response).toContain('BANANA');
+    sessionId = first.json.sessionId;
+    const second = await d.api('POST', '/api/chat', { sessionId, message: 'Which word did I ask you to remember?' });
+    expect(second.status).toBe(200);
+    expect(second.json.response).toContain('BANANA');
+    expect(lastMainUserTexts().join(' ')).toContain('BANANA');
+    const active = (await d.api('GET', '/api/sessions/active')).json.sessions.find((s: any) => s.id === sessionId);
+    expect(active.agentSessionId).toEqual(expect.any(String));
+  });
+
+  it('carries the conversation across a kill -9 of the daemon and a restart (codex resume)', async () => {
+    expect(await d.kill('SIGKILL')).toBeNull();
+    d = await daemon();
+    expect((await d.api('GET', `/api/sessions/${sessionId}`)).json.session).toMatchObject({ state: 'exited', endReason: 'daemon_stopped' });
+    const third = await d.api('POST', '/api/chat', { sessionId, message: 'And now, after the restart?' });
+    expect(third.status).toBe(200);
+    expect(third.json.response).toContain('BANANA');
+    expect(lastMainUserTexts()).toEqual(expect.arrayContaining(['Remember the word BANANA', 'And now, after the restart?']));
+  });
+
+  it('returns the agent\'s recap on keep-alive with action recap', async () => {
+    const res = await d.api('POST', '/api/sessions/keep-alive', { sessionId, action: 'recap' });
+    expect(res.status).toBe(200);
+    expect(res.json.recap).toEqual(expect.stringContaining('BANANA'));
+  });
+
+  it('relays an approval prompt, answers it, and completes the turn', async () => {
+    const target = join(project, 'approved-file');
+    const asked = await d.api('POST', '/api/chat', { sessionId, message: `PLEASE RUN: touch ${target}` });
+    expect(asked.status).toBe(202);
+    expect(asked.json.status).toBe('needs_input');
+    expect(asked.json.prompt.options.map((o: any) => o.id)).toContain('1');
+    const answered = await d.api('POST', `/api/sessions/${sessionId}/answer`, { option: '1' });
+    expect(answered.status).toBe(200);
+    await waitFor(() => existsSync(target), 20_000, 'the command to run');
+    const turn = await waitFor(async () => {
+      const messages = (await d.api('GET', `/api/sessions/${sessionId}/messages`)).json.messages;
+      return messages.find((m: any) => m.turnId === asked.json.turnId && m.role === 'assistant');
+    }, 30_000, 'the turn to end');
+    expect(turn.status).toBe('completed');
+  });
+
+  it('round-trips a message over the chat socket', async () => {
+    const ws = d.socket('/api/codex/ws');
+    sockets.push(ws);
+    await ws.nextJson((f) => f.type === 'ready');
+    ws.send({ content: 'Hello over the socket', session_id: 'ios-codex-1', device_id: 'device-B' });
+    const msg = await ws.nextJson((f) => f.type === 'message', 60_000);
+    expect(msg).toMatchObject({ role: 'assistant', session_id: 'ios-codex-1' });
+    expect(msg.content).toContain('Hello over the socket');
+  });
+});
