@@ -26,6 +26,10 @@ export const ENTER_PAUSE_MS = 150;
 export const RING_BYTES = 1024 * 1024;
 /** How long close waits for the pty to report exit once every process is gone. */
 const EXIT_WAIT_MS = 5_000;
+/** A keep-alive moves the stored deadline only when it moved at least this much. */
+const KEEPALIVE_PERSIST_MS = 1_000;
+/** An agent that has not said it is ready after this long is taken as ready (its hooks may be broken), with a warning. */
+const READY_FALLBACK_MS = 30_000;
 /** A snapshot is stored when output has been quiet this long… */
 const SNAPSHOT_QUIET_MS = 2_000;
 /** …and at least this often while it flows. */
@@ -79,6 +83,8 @@ export class Session extends Disposable implements MonitoredSession {
   private snapshotTimer: NodeJS.Timeout | null = null;
   private snapshotInFlight = false;
   private finalSnapshot: Promise<void> = Promise.resolve();
+  private persistedExpiresAt = 0;
+  private readyTimer: NodeJS.Timeout | null = null;
   private lastOutputMono = 0;
   private lastSnapshotMono = 0;
   /** Monotonic time of the last revival, to tell a resume that failed at once. */
@@ -125,6 +131,8 @@ export class Session extends Disposable implements MonitoredSession {
     if (!this.isLive()) return;
     switch (signal.kind) {
       case 'ready':
+        if (this.readyTimer) clearTimeout(this.readyTimer);
+        this.readyTimer = null;
         if (this.state === 'starting') this.setState('idle');
         this.turns?.pump();
         return;
@@ -206,6 +214,15 @@ export class Session extends Disposable implements MonitoredSession {
     this.register(this.turns.onTurnEnd(({ turn }) => this.onTurnEnded(turn)));
     this.revivedAtMono = opts.revive ? clock.monotonic() : null;
     this.setState(this.driver.authoritative ? 'starting' : 'running');
+    if (this.readyTimer) clearTimeout(this.readyTimer);
+    this.readyTimer = this.driver.authoritative
+      ? setTimeout(() => {
+          this.readyTimer = null;
+          if (this.state !== 'starting') return;
+          this.logger.warn({ afterMs: READY_FALLBACK_MS }, 'agent never reported ready through its hooks; taking it as ready');
+          this.onSignal({ kind: 'ready' });
+        }, READY_FALLBACK_MS)
+      : null;
     store.addEvent({ sessionId: rec.id, type: opts.revive ? 'revived' : 'created', at: clock.now(), detail: { pid: pty.pid, args } });
     this.logger.info({ pid: pty.pid, agent: this.profile.name, revive: opts.revive, cwd: rec.projectPath, maxHistoryMB: config.maxSessionHistoryMB }, 'agent started');
   }
@@ -503,8 +520,10 @@ export class Session extends Disposable implements MonitoredSession {
     const { clock, config } = this.deps;
     this.lifetimeStartMono = clock.monotonic();
     this.record.expiresAt = Math.round(wallTimeOf(clock, this.lifetimeStartMono + config.sessionTimeoutHours * 3_600_000));
+    const wasWarned = this.record.warnedAt !== null;
     this.record.warnedAt = null;
-    this.persist();
+    // Every keystroke is a keep-alive: the stored deadline is refreshed at most once a second, off the input path's way.
+    if (wasWarned || this.record.expiresAt - this.persistedExpiresAt >= KEEPALIVE_PERSIST_MS) this.persist();
   }
 
   private noteUserActivity(): void {
@@ -616,6 +635,8 @@ export class Session extends Disposable implements MonitoredSession {
     rec.endedAt = clock.now();
     rec.pid = null;
     rec.pidStartTime = null;
+    if (this.readyTimer) clearTimeout(this.readyTimer);
+    this.readyTimer = null;
     this.turns?.abortAll();
     this.prompt = null;
     if (state === 'expired') this.clients.sendJson({ type: 'expired', reason });
@@ -656,6 +677,7 @@ export class Session extends Disposable implements MonitoredSession {
   }
 
   persist(): void {
+    this.persistedExpiresAt = this.record.expiresAt ?? 0;
     this.deps.store.putSession({ ...this.record });
   }
 
@@ -688,6 +710,7 @@ export class Session extends Disposable implements MonitoredSession {
   }
 
   override dispose(): void {
+    if (this.readyTimer) clearTimeout(this.readyTimer);
     if (this.snapshotTimer) clearTimeout(this.snapshotTimer);
     this.snapshotTimer = null;
     if (this.lagTimer) clearInterval(this.lagTimer);
