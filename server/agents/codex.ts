@@ -155,6 +155,35 @@ export function codexTurnEnd(previous: CodexState | null, next: CodexState): 'co
   return null;
 }
 
+/** What codex prints, as a "■ …" line under the prompt, when a turn fails or is interrupted. */
+const ERROR_LINE = /^■ (.*)$/;
+const WORKING_LINE = /esc to interrupt/;
+
+/**
+ * The error that ended the current turn, read from the screen, or null.
+ * Needed because after an API error (e.g. an HTTP 400) codex 0.169 prints
+ * "■ {"error":…}" and shows its composer again but reports no OSC 7501
+ * `idle`/`done`: the state stays `working` until the next keystroke. A daemon
+ * whose codex turn is still `working` can end it as failed when this returns
+ * text. Only the part after the last echoed prompt counts (the last `› ` line
+ * is the composer, the one before it the prompt), and never while codex shows
+ * "esc to interrupt". Also true for "■ Conversation interrupted …" (then OSC
+ * 7501 does report `idle`).
+ */
+export function codexTurnError(screenText: string): string | null {
+  const lines = screenText.split('\n');
+  if (lines.some((l) => WORKING_LINE.test(l))) return null;
+  const prompts: number[] = [];
+  for (let i = 0; i < lines.length; i++) if (lines[i].startsWith('› ')) prompts.push(i);
+  if (prompts.length < 2) return null;
+  const [from, to] = [prompts[prompts.length - 2], prompts[prompts.length - 1]];
+  for (let i = to - 1; i > from; i--) {
+    const m = ERROR_LINE.exec(lines[i].trimEnd());
+    if (m) return m[1];
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------------------
 // notify
 

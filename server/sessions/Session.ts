@@ -10,7 +10,9 @@ import { readProc } from '../pty/processes';
 import { PtyBackend, PtyExit, PtyProcess } from '../pty/PtyBackend';
 import { LIVE_STATES, SessionRecord, SessionState, SessionStore, TurnRecord } from '../store/SessionStore';
 import { errors } from '../common/errors';
-import { ClientSet, RESUME_BELOW_BYTES, SessionClient } from './Clients';
+import { SessionClient } from './Clients';
+import { ClientStream } from './ClientStream';
+import { ScreenKeeper } from './ScreenKeeper';
 import { OutputLog } from './OutputLog';
 import { ScreenService } from './ScreenService';
 import { TurnTracker } from './TurnTracker';
@@ -30,14 +32,8 @@ const EXIT_WAIT_MS = 5_000;
 const KEEPALIVE_PERSIST_MS = 1_000;
 /** An agent that has not said it is ready after this long is taken as ready (its hooks may be broken), with a warning. */
 const READY_FALLBACK_MS = 30_000;
-/** A snapshot is stored when output has been quiet this long… */
-const SNAPSHOT_QUIET_MS = 2_000;
-/** …and at least this often while it flows. */
-const SNAPSHOT_EVERY_MS = 5_000;
 /** An agent that exits this soon after a revival failed to resume (e.g. "No conversation found"). */
 const REVIVE_FAIL_WINDOW_MS = 5_000;
-/** How often lagging clients are checked for having drained. */
-const LAG_CHECK_MS = 100;
 
 export interface SessionDeps {
   /** Where the agent's hook relay posts (loopback, this daemon). */
@@ -66,7 +62,8 @@ export type TerminalFrame = Record<string, unknown> & { type: string };
 export class Session extends Disposable implements MonitoredSession {
   readonly record: SessionRecord;
   readonly log: OutputLog;
-  readonly clients = new ClientSet();
+  private readonly screenKeeper: ScreenKeeper;
+  private readonly stream: ClientStream;
   private pty: PtyProcess | null = null;
   private turns: TurnTracker | null = null;
   private readonly logger: Logger;
@@ -79,14 +76,9 @@ export class Session extends Disposable implements MonitoredSession {
   private hookSecret: string | null = null;
   private endPromise: Promise<void> | null = null;
   private exitWaiters: Array<() => void> = [];
-  private lagTimer: NodeJS.Timeout | null = null;
-  private snapshotTimer: NodeJS.Timeout | null = null;
-  private snapshotInFlight = false;
   private finalSnapshot: Promise<void> = Promise.resolve();
   private persistedExpiresAt = 0;
   private readyTimer: NodeJS.Timeout | null = null;
-  private lastOutputMono = 0;
-  private lastSnapshotMono = 0;
   /** Monotonic time of the last revival, to tell a resume that failed at once. */
   private revivedAtMono: number | null = null;
   private readonly stateEmitter = this.register(new Emitter<SessionState>());
@@ -105,6 +97,8 @@ export class Session extends Disposable implements MonitoredSession {
     this.record = record;
     this.logger = deps.logger.child({ component: 'session', sessionId: record.id });
     this.log = new OutputLog(RING_BYTES, record.outputBytes);
+    this.screenKeeper = this.register(new ScreenKeeper(record.id, this.log, () => ({ cols: this.record.cols, rows: this.record.rows }), { ...deps, logger: this.logger }));
+    this.stream = this.register(new ClientStream(record.id, this.log, this.screenKeeper, { store: deps.store, logger: this.logger, onSize: (c, r) => this.applySize(c, r) }));
     this.lifetimeStartMono = this.monoFromWall(record.expiresAt, deps.config.sessionTimeoutHours);
     this.lastActivityMono = deps.clock.monotonic();
     this.driver = this.register(createDriver(profile, this.driverHost()));
@@ -115,7 +109,7 @@ export class Session extends Disposable implements MonitoredSession {
       record: this.record,
       logger: this.logger,
       signal: (signal) => this.onSignal(signal),
-      screenText: () => this.deps.screen.text(this.id),
+      screenText: () => this.screenKeeper.text(),
       setAgentSessionId: (id) => {
         this.record.agentSessionId = id;
         this.persist();
@@ -175,7 +169,7 @@ export class Session extends Disposable implements MonitoredSession {
   start(opts: { revive: boolean }): void {
     const { config, backend, store, screen, clock } = this.deps;
     const rec = this.record;
-    this.ensureScreen();
+    this.screenKeeper.ensureOpen();
     const file = resolveCommand(this.profile);
     const tag = randomUUID();
     this.hookSecret = randomBytes(24).toString('hex');
@@ -227,72 +221,16 @@ export class Session extends Disposable implements MonitoredSession {
     this.logger.info({ pid: pty.pid, agent: this.profile.name, revive: opts.revive, cwd: rec.projectPath, maxHistoryMB: config.maxSessionHistoryMB }, 'agent started');
   }
 
-  /**
-   * Opens the screen model if it is not open: a new session starts empty; a
-   * stored one starts from its newest snapshot plus the bytes after it, so
-   * the screen after a restart is the last stored one, exactly.
-   */
-  ensureScreen(): void {
-    const { screen, store } = this.deps;
-    const id = this.record.id;
-    if (screen.has(id)) return;
-    const end = this.log.end;
-    const snap = end > 0 ? store.latestSnapshot(id, end) : undefined;
-    const range = end > 0 ? store.outputRange(id) : { start: 0, end: 0 };
-    const from = snap ? snap.offset : range.start;
-    if (!snap && from > 0) this.logger.warn({ from }, 'no stored snapshot and the oldest output is gone: the screen is rebuilt from what is kept');
-    screen.open(id, { cols: snap?.cols ?? this.record.cols, rows: snap?.rows ?? this.record.rows, offset: from, base: snap?.data });
-    if (snap && (snap.cols !== this.record.cols || snap.rows !== this.record.rows)) screen.resize(id, this.record.cols, this.record.rows);
-    if (from < this.log.start) {
-      const stored = store.readOutput(id, from, this.log.start);
-      if (stored && stored.offset === from) screen.feed(id, stored.data);
-    }
-    const inMemory = this.log.slice(Math.max(from, this.log.start));
-    if (inMemory && inMemory.length) screen.feed(id, inMemory);
-  }
-
   // ---- output path (hot) ----
 
   private onOutput(chunk: Buffer): void {
     const at = this.log.append(chunk);
     this.record.outputBytes = this.log.end;
-    const behind = this.clients.broadcast(chunk, at);
+    this.stream.broadcast(chunk, at);
     this.deps.store.appendOutput(this.record.id, at, chunk);
-    this.deps.screen.feed(this.record.id, chunk);
+    this.screenKeeper.noteOutput(chunk);
     this.turns?.onOutput(chunk);
     this.driver.onOutput(chunk);
-    if (behind.length) this.watchLaggards();
-    this.lastOutputMono = this.deps.clock.monotonic();
-    if (!this.snapshotTimer) this.armSnapshot();
-  }
-
-  // ---- stored screen snapshots (off the output path: the worker serializes) ----
-
-  private armSnapshot(): void {
-    this.snapshotTimer = setTimeout(() => {
-      this.snapshotTimer = null;
-      const now = this.deps.clock.monotonic();
-      const quietFor = now - this.lastOutputMono;
-      const flowingFor = now - this.lastSnapshotMono;
-      if (quietFor >= SNAPSHOT_QUIET_MS || flowingFor >= SNAPSHOT_EVERY_MS) void this.storeSnapshot();
-      else this.armSnapshot();
-    }, SNAPSHOT_QUIET_MS);
-  }
-
-  /** Stores the screen at the current end of the stream. */
-  async storeSnapshot(): Promise<void> {
-    if (this.snapshotInFlight || !this.deps.screen.has(this.id)) return;
-    this.snapshotInFlight = true;
-    this.lastSnapshotMono = this.deps.clock.monotonic();
-    try {
-      const snap = await this.deps.screen.snapshot(this.id);
-      this.deps.store.putSnapshot({ sessionId: this.id, offset: snap.offset, cols: snap.cols, rows: snap.rows, data: snap.data, createdAt: this.deps.clock.now() });
-    } catch (err) {
-      // The next quiet period tries again; a missing snapshot only costs replay time after a crash.
-      this.logger.warn({ err: (err as Error).message }, 'screen snapshot failed');
-    } finally {
-      this.snapshotInFlight = false;
-    }
   }
 
   // ---- input ----
@@ -300,13 +238,7 @@ export class Session extends Disposable implements MonitoredSession {
   /** Raw input from a user: passed through untouched; counts as activity and keep-alive. */
   write(data: string | Buffer, from?: SessionClient): void {
     if (!this.pty || !this.isLive()) return;
-    if (from) {
-      const att = this.clients.get(from);
-      if (att) {
-        this.clients.noteInput(att);
-        this.applyGoverningSize();
-      }
-    }
+    if (from) this.stream.noteInput(from);
     this.pty.write(data);
     this.noteUserActivity();
   }
@@ -338,7 +270,7 @@ export class Session extends Disposable implements MonitoredSession {
   openPermission(prompt: string, options: OpenPrompt['options']): void {
     this.prompt = { turnId: this.turns?.current?.id ?? null, prompt, options };
     this.turns?.touch();
-    this.clients.sendJson({ type: 'permission', ...this.prompt });
+    this.stream.sendJson({ type: 'permission', ...this.prompt });
     this.setState('needs_input');
     this.promptEmitter.fire(this.prompt);
   }
@@ -379,131 +311,46 @@ export class Session extends Disposable implements MonitoredSession {
 
   private onTurnEnded(turn: TurnRecord): void {
     this.deps.store.putTurn(turn);
-    this.clients.sendJson({ type: 'turn', turnId: turn.id, status: turn.status, response: turn.response });
+    this.stream.sendJson({ type: 'turn', turnId: turn.id, status: turn.status, response: turn.response });
     this.turnEmitter.fire(turn);
     if (this.isLive() && !this.turns?.busy && !this.prompt) this.setState('idle');
   }
 
   // ---- clients ----
 
-  /**
-   * Attaches a client. Fresh (no `since`, or bytes gone): attached(N),
-   * snapshot(N), bytes from N. Resume with kept bytes: attached(S), bytes from S.
-   */
+  /** Attaches a client (see ClientStream.attach for the frame order). */
   async attach(client: SessionClient, opts: { since?: number; cols?: number; rows?: number }): Promise<void> {
-    const att = this.clients.add(client, opts.cols, opts.rows);
-    this.applyGoverningSize();
     this.noteUserActivity();
     this.deps.store.addEvent({ sessionId: this.id, type: 'attached', at: this.deps.clock.now(), detail: { client: client.id, since: opts.since ?? null } });
-    const since = opts.since;
-    if (since !== undefined && since <= this.log.end) {
-      const missing = this.readBytes(since);
-      if (missing) {
-        client.sendJson({ type: 'attached', session: this.toJSON(), offset: since });
-        if (missing.length) client.sendOutput(missing);
-        att.position = since + missing.length;
-        this.catchUp(att);
-        return;
-      }
-    }
-    client.sendJson({ type: 'attached', session: this.toJSON(), offset: this.log.end });
-    await this.resync(att, false);
-  }
-
-  /** Bytes from `from` to the end, from memory or the store; null if no longer kept. */
-  private readBytes(from: number): Buffer | null {
-    const inMemory = this.log.slice(from);
-    if (inMemory) return inMemory;
-    const stored = this.deps.store.readOutput(this.id, from, this.log.start);
-    if (!stored || stored.offset !== from) return null;
-    const rest = this.log.slice(this.log.start);
-    return rest ? Buffer.concat([stored.data, rest]) : null;
-  }
-
-  /** Sends a snapshot at the current end, then whatever came after it, then live bytes. */
-  private async resync(att: ReturnType<ClientSet['add']>, announce: boolean): Promise<void> {
-    att.ready = false;
-    this.ensureScreen();
-    const at = this.log.end;
-    const snap = await this.deps.screen.snapshot(this.id, (from) => {
-      const data = this.log.slice(Math.max(from, this.log.start));
-      return data ? { offset: Math.max(from, this.log.start), data } : null;
-    });
-    if (!this.clients.get(att.client)) return; // left meanwhile
-    if (announce && snap.offset !== at) this.logger.debug({ at, snapshot: snap.offset }, 'snapshot offset moved');
-    att.client.sendJson({ type: 'snapshot', offset: snap.offset, cols: snap.cols, rows: snap.rows, data: snap.data });
-    att.position = snap.offset;
-    att.lagging = false;
-    this.catchUp(att);
-  }
-
-  /** Sends the bytes between the client's position and the end, then marks it live. */
-  private catchUp(att: ReturnType<ClientSet['add']>): void {
-    const rest = this.log.slice(att.position);
-    if (rest === null) {
-      void this.resync(att, true);
-      return;
-    }
-    if (rest.length) att.client.sendOutput(rest);
-    att.position = this.log.end;
-    att.ready = true;
+    await this.stream.attach(client, opts, () => this.toJSON());
   }
 
   detach(client: SessionClient): void {
-    if (!this.clients.remove(client)) return;
+    if (!this.stream.detach(client)) return;
     this.noteUserActivity();
-    this.applyGoverningSize();
     this.deps.store.addEvent({ sessionId: this.id, type: 'detached', at: this.deps.clock.now(), detail: { client: client.id } });
   }
 
-  /** A client's acknowledgement of bytes processed. */
   ack(client: SessionClient, offset: number): void {
-    const att = this.clients.get(client);
-    if (!att || offset > att.position) return;
-    att.acked = Math.max(att.acked ?? 0, offset);
-    if (att.lagging) this.checkLaggard(att);
+    this.stream.ack(client, offset);
   }
 
-  /** A client's terminal size (validated by the caller). */
   resizeFrom(client: SessionClient, cols: number, rows: number): void {
-    const att = this.clients.get(client);
-    if (!att) return;
-    this.clients.noteSize(att, cols, rows);
-    this.applyGoverningSize();
+    this.stream.resizeFrom(client, cols, rows);
   }
 
-  private applyGoverningSize(): void {
-    const size = this.clients.governingSize();
-    if (!size || (size.cols === this.record.cols && size.rows === this.record.rows)) return;
-    this.record.cols = size.cols;
-    this.record.rows = size.rows;
-    this.deps.screen.resize(this.id, size.cols, size.rows);
-    this.pty?.resize(size.cols, size.rows);
-  }
-
-  private watchLaggards(): void {
-    if (this.lagTimer) return;
-    this.lagTimer = setInterval(() => {
-      const lagging = this.clients.all().filter((a) => a.lagging);
-      if (lagging.length === 0) {
-        clearInterval(this.lagTimer!);
-        this.lagTimer = null;
-        return;
-      }
-      for (const att of lagging) this.checkLaggard(att);
-    }, LAG_CHECK_MS);
-  }
-
-  private checkLaggard(att: ReturnType<ClientSet['add']>): void {
-    if (att.inFlight > RESUME_BELOW_BYTES || !att.ready) return;
-    // It drained: send a fresh screen instead of the backlog it missed.
-    att.acked = null;
-    void this.resync(att, true).catch((err) => this.logger.warn({ err: (err as Error).message }, 'resync failed'));
+  /** Sets the terminal size chosen by the clients (see ClientSet.governingSize). */
+  private applySize(cols: number, rows: number): void {
+    if (cols === this.record.cols && rows === this.record.rows) return;
+    this.record.cols = cols;
+    this.record.rows = rows;
+    this.screenKeeper.resize(cols, rows);
+    this.pty?.resize(cols, rows);
   }
 
   /** Sends a JSON frame to every attached client. */
   broadcastJson(frame: TerminalFrame): void {
-    this.clients.sendJson(frame);
+    this.stream.sendJson(frame);
   }
 
   // ---- lifetime (MonitoredSession) ----
@@ -542,7 +389,7 @@ export class Session extends Disposable implements MonitoredSession {
     return this.turns?.busy ?? false;
   }
   clientCount(): number {
-    return this.clients.size;
+    return this.stream.size;
   }
   lastActivity(): number {
     return this.lastActivityMono;
@@ -554,7 +401,7 @@ export class Session extends Disposable implements MonitoredSession {
   warn(expiresAtWallMs: number): void {
     const now = this.deps.clock.now();
     this.record.warnedAt = now;
-    this.clients.sendJson({ type: 'warning', expiresAt: iso(expiresAtWallMs) });
+    this.stream.sendJson({ type: 'warning', expiresAt: iso(expiresAtWallMs) });
     this.deps.store.addEvent({ sessionId: this.id, type: 'warned', at: now, detail: { expiresAt: iso(expiresAtWallMs) } });
     this.persist();
   }
@@ -639,8 +486,8 @@ export class Session extends Disposable implements MonitoredSession {
     this.readyTimer = null;
     this.turns?.abortAll();
     this.prompt = null;
-    if (state === 'expired') this.clients.sendJson({ type: 'expired', reason });
-    this.clients.sendJson({ type: 'exit', exitCode, signal, reason });
+    if (state === 'expired') this.stream.sendJson({ type: 'expired', reason });
+    this.stream.sendJson({ type: 'exit', exitCode, signal, reason });
     const eventType = state === 'exited' ? 'exited' : state === 'failed' ? 'failed' : state === 'closed' ? 'closed' : state === 'expired' ? 'expired' : 'killed';
     store.addEvent({ sessionId: rec.id, type: eventType, at: rec.endedAt, detail: { reason, exitCode, signal } });
     this.setState(state);
@@ -649,7 +496,7 @@ export class Session extends Disposable implements MonitoredSession {
     const pty = this.pty;
     this.pty = null;
     pty?.dispose();
-    this.finalSnapshot = this.storeSnapshot();
+    this.finalSnapshot = this.screenKeeper.store();
     this.logger.info({ state, reason, exitCode, signal }, 'session state final');
   }
 
@@ -657,7 +504,7 @@ export class Session extends Disposable implements MonitoredSession {
     if (this.record.state === state) return;
     this.record.state = state;
     this.persist();
-    this.clients.sendJson({ type: 'state', state });
+    this.stream.sendJson({ type: 'state', state });
     this.stateEmitter.fire(state);
   }
 
@@ -694,7 +541,7 @@ export class Session extends Disposable implements MonitoredSession {
       expiresAt: this.isLive() ? iso(r.expiresAt) : null,
       warnedAt: iso(r.warnedAt),
       endedAt: iso(r.endedAt),
-      clients: this.clients.size,
+      clients: this.stream.size,
       cols: r.cols,
       rows: r.rows,
       exitCode: r.exitCode,
@@ -711,13 +558,8 @@ export class Session extends Disposable implements MonitoredSession {
 
   override dispose(): void {
     if (this.readyTimer) clearTimeout(this.readyTimer);
-    if (this.snapshotTimer) clearTimeout(this.snapshotTimer);
-    this.snapshotTimer = null;
-    if (this.lagTimer) clearInterval(this.lagTimer);
-    this.lagTimer = null;
     this.pty?.dispose();
     this.pty = null;
-    this.deps.screen.close(this.id);
     super.dispose();
   }
 }

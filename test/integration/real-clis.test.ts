@@ -16,6 +16,7 @@ import {
   codexPermissionKeys,
   codexRolloutExists,
   codexTurnEnd,
+  codexTurnError,
   CodexState,
   Osc7501Parser,
   Osc7501Report,
@@ -232,6 +233,17 @@ describeClaude('real claude in a PTY', () => {
     expect(existsSync(join(project, 'denied.txt'))).toBe(false);
     expect(hooks.posts.filter((p) => p.sessionId === run.sessionId && p.event === 'Stop')).toHaveLength(1);
   });
+
+  it('ends a turn that fails on an API error with StopFailure, not Stop', async () => {
+    const { project, home } = workspace('claude-fail');
+    const configDir = seedClaudeHome(join(home, '.claude-config'), { projectPaths: [project] });
+    const run = startClaude({ project, home, configDir, uuid: randomUUID(), revive: false, transcriptExists: false });
+    figures.claudeReadyMs.push((await run.signal('ready')).post.at - run.agent.spawnedAt);
+    await run.agent.submit('FAIL WITH 400');
+    const { signal, post } = await run.signal('turn-ended');
+    expect(post.event).toBe('StopFailure');
+    expect(signal).toEqual({ kind: 'turn-ended', text: 'API Error: 400 fake failure 400', error: 'unknown' });
+  });
 });
 
 // ---------------------------------------------------------------------------
@@ -387,6 +399,19 @@ describeCodex('real codex in a PTY', () => {
     const end = await run.report((r, prev) => codexTurnEnd(prev, r.state) !== null, blockedAgain.index + 1);
     expect(codexTurnEnd(run.reports[end.index - 1].state, run.reports[end.index].state)).toBe('interrupted');
     expect(existsSync(join(project, 'denied.txt'))).toBe(false);
+  });
+
+  it('shows an API error on screen while OSC 7501 stays at working', async () => {
+    const { project, home } = workspace('codex-fail');
+    const codexHome = seedCodexHome(join(home, '.codex-home'), { baseUrl: openai.url, projectPaths: [project] });
+    const run = startCodex({ project, home, codexHome });
+    figures.codexReadyMs.push((await codexReady(run)) - run.agent.spawnedAt);
+    const from = run.reports.length;
+    await run.agent.submit('FAIL WITH 400');
+    const error = await run.agent.waitForScreen(codexTurnError, 10_000, 'the error line');
+    expect(error).toContain('fake failure 400');
+    // codex 0.169 reports no idle or done after an API error: the screen is the only way to end this turn.
+    expect(run.reports.slice(from).map((r) => r.state)).toEqual(['working']);
   });
 });
 

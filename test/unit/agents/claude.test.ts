@@ -88,9 +88,10 @@ describe('parseClaudeHook (payloads as claude 2.1.197 sends them)', () => {
     expect(parseClaudeHook(payload)).toEqual({ kind: 'turn-ended', text: 'FAKE-REPLY #1. You said: [Remember the word BANANA]' });
   });
 
-  it('maps StopFailure to a turn that ended with an error', () => {
-    const payload = { ...common, hook_event_name: 'StopFailure', error: 'rate_limit', error_details: '429' };
-    expect(parseClaudeHook(payload)).toEqual({ kind: 'turn-ended', text: '', error: 'rate_limit: 429' });
+  it('maps StopFailure (an API error; no Stop fires then) to a turn that ended with an error', () => {
+    const payload = { ...common, prompt_id: 'p1', effort: { level: 'high' }, hook_event_name: 'StopFailure', error: 'unknown', last_assistant_message: 'API Error: 400 fake failure 400' };
+    expect(parseClaudeHook(payload)).toEqual({ kind: 'turn-ended', text: 'API Error: 400 fake failure 400', error: 'unknown' });
+    expect(parseClaudeHook({ ...common, hook_event_name: 'StopFailure', error: 'rate_limit', error_details: '429' })).toEqual({ kind: 'turn-ended', text: '', error: 'rate_limit: 429' });
   });
 
   it('builds the permission question and the three options of a rememberable command', () => {

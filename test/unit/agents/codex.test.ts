@@ -6,6 +6,7 @@ import {
   codexRolloutExists,
   codexRolloutPath,
   codexTurnEnd,
+  codexTurnError,
   Osc7501Parser,
   Osc7501Report,
   parseCodexApproval,
@@ -250,6 +251,22 @@ describe('parseCodexApproval (real screens)', () => {
 
   it('finds nothing when no dialog is open', () => {
     expect(parseCodexApproval(screen('codex-interrupted.txt'))).toBeNull();
+  });
+});
+
+describe('codexTurnError (real screens)', () => {
+  it('reads the API error that ended a turn without an OSC idle', () => {
+    expect(codexTurnError(screen('codex-api-error.txt'))).toBe('{"error":{"message":"fake failure 400","type":"invalid_request_error","code":null}}');
+  });
+
+  it('reads the interruption after a declined approval', () => {
+    expect(codexTurnError(screen('codex-interrupted.txt'))).toBe('Conversation interrupted - use /feedback if something went wrong');
+  });
+
+  it('ignores an earlier turn’s error while the next turn works, and screens without one', () => {
+    expect(codexTurnError(screen('codex-working.txt'))).toBeNull();
+    expect(codexTurnError(screen('codex-approval.txt'))).toBeNull();
+    expect(codexTurnError('')).toBeNull();
   });
 });
 
