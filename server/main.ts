@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createLogger } from './common/log';
@@ -61,6 +61,7 @@ export async function main(): Promise<void> {
       .dispose()
       .then(() => store.close())
       .then(() => {
+        rmSync(join(config.dataDir, 'agentd.port'), { force: true });
         logger.info('stopped');
         process.exit(0);
       })
@@ -71,6 +72,8 @@ export async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // The terminal that started us closed: stop cleanly (flush, checkpoint) rather than die mid-write.
+  process.on('SIGHUP', () => stop('SIGHUP'));
 }
 
 if (require.main === module) {

@@ -73,6 +73,7 @@ export class AgentRegistry {
     for (const p of Object.values(BUILT_INS)) this.profiles.set(p.name, p);
     for (const [name, input] of Object.entries(configured)) {
       const base = BUILT_INS[name];
+      // Validated with the rest of the configuration (config/schema.ts profileProblems); this guards direct use.
       if (!base && !input.command) throw new Error(`agents.${name}: "command" is required for a new profile`);
       this.profiles.set(name, {
         name,

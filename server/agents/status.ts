@@ -21,16 +21,18 @@ function versionOf(file: string): Promise<string | undefined> {
 }
 
 /** Availability and version of each named agent, without starting a session. */
-export async function probeAgents(registry: AgentRegistry, names: string[]): Promise<Record<string, AgentStatus>> {
+export async function probeAgents(registry: AgentRegistry, names: string[], withDetail = false): Promise<Record<string, AgentStatus>> {
   const out: Record<string, AgentStatus> = {};
   await Promise.all(
     names.map(async (name) => {
       const profile = registry.get(name);
       try {
         const file = resolveCommand(profile);
-        out[name] = { available: true, command: file, ...(profile.kind === 'generic' ? {} : { version: await versionOf(file) }) };
+        out[name] = { available: true, ...(profile.kind === 'generic' ? {} : { version: await versionOf(file) }) };
+        if (withDetail) out[name].command = file;
       } catch (err) {
-        out[name] = { available: false, message: (err as Error).message };
+        // Unauthenticated callers see no paths (the message names PATH's folders).
+        out[name] = withDetail ? { available: false, message: (err as Error).message } : { available: false };
       }
     }),
   );

@@ -56,7 +56,7 @@ async function doctor(): Promise<number> {
   }
   const c = config();
   check(true, `config valid (DATA_DIR ${c.dataDir}, roots ${c.allowedRoots.join(':')})`);
-  const agents = await probeAgents(new AgentRegistry(c.agents), Object.keys({ shell: 1, claude: 1, codex: 1, ...c.agents }));
+  const agents = await probeAgents(new AgentRegistry(c.agents), Object.keys({ shell: 1, claude: 1, codex: 1, ...c.agents }), true);
   for (const [name, s] of Object.entries(agents)) {
     process.stdout.write(`${s.available ? 'ok  ' : 'info'}  agent ${name}: ${s.available ? `${s.command}${s.version ? ` (${s.version})` : ''}` : s.message}\n`);
   }

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { Config, configFileSchema, configSchema } from './schema';
+import { AgentProfileInput, Config, configFileSchema, configSchema, profileProblems } from './schema';
 
 /** Environment variable → config key. Every one is documented in .env.example. */
 export const ENV_KEYS = {
@@ -85,13 +85,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
   const result = configSchema.safeParse(raw);
   if (!result.success) {
-    problems.push(...describeIssues(result.error, (k) => KEY_TO_ENV[k] ?? k));
+    problems.push(...describeIssues(result.error, (k) => KEY_TO_ENV[k] ?? (k === 'agents' ? 'CONFIG_FILE agents' : k)));
+    // zod skips whole-object checks when a field failed: run them on what we have, so every problem is named at once.
+    const agents = (raw.agents ?? {}) as Record<string, AgentProfileInput>;
+    for (const p of profileProblems(agents)) problems.push(`CONFIG_FILE agents.${p.path.join('.')}: ${p.message}`);
   }
-  if (problems.length || !result.success) throw new ConfigError(problems);
-
-  const config = result.data;
   const roots: string[] = [];
-  for (const root of config.allowedRoots) {
+  for (const root of (raw.allowedRoots as string[]) ?? []) {
     if (!isAbsolute(root)) {
       problems.push(`ALLOWED_ROOTS: ${root} is not an absolute path`);
       continue;
@@ -102,14 +102,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
     roots.push(realpathSync(root));
   }
-  if (problems.length) throw new ConfigError(problems);
+  if (problems.length || !result.success) throw new ConfigError([...new Set(problems)]);
+  const config = result.data;
 
   return deepFreeze({ ...config, dataDir: resolve(config.dataDir), allowedRoots: roots });
 }
 
 /** The names this daemon answers to, for the Host check. */
 export function ownHostNames(config: Config): Set<string> {
-  return new Set(['localhost', '127.0.0.1', '[::1]', '::1', config.host.toLowerCase(), hostname().toLowerCase()]);
+  const host = config.host.toLowerCase();
+  return new Set(['localhost', '127.0.0.1', '[::1]', host, host.includes(':') ? `[${host}]` : host, hostname().toLowerCase()]);
 }
 
 function deepFreeze<T>(value: T): T {

@@ -15,6 +15,29 @@ export const agentProfileSchema = z
 
 export type AgentProfileInput = z.infer<typeof agentProfileSchema>;
 
+/** Profiles every daemon has; a configured profile of the same name overrides only the fields it gives. */
+export const BUILT_IN_AGENTS = ['claude', 'codex', 'shell'] as const;
+
+function isValidRegExp(pattern: string): boolean {
+  try {
+    new RegExp(pattern, 'm');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Problems of the configured profiles that the field schema cannot see. */
+export function profileProblems(agents: Record<string, AgentProfileInput>): Array<{ path: string[]; message: string }> {
+  const out: Array<{ path: string[]; message: string }> = [];
+  for (const [name, p] of Object.entries(agents)) {
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) out.push({ path: [name], message: 'a profile name may hold letters, digits, ".", "_" and "-" (at most 64)' });
+    if (!(BUILT_IN_AGENTS as readonly string[]).includes(name) && !p.command) out.push({ path: [name, 'command'], message: 'is required for a new profile' });
+    if (p.promptPattern !== undefined && !isValidRegExp(p.promptPattern)) out.push({ path: [name, 'promptPattern'], message: 'is not a valid regular expression' });
+  }
+  return out;
+}
+
 export const configFileSchema = z
   .object({
     agents: z.record(agentProfileSchema).optional(),
@@ -59,6 +82,9 @@ export const configSchema = z
         path: ['sessionWarningHours'],
         message: `must be less than SESSION_TIMEOUT_HOURS (${c.sessionTimeoutHours})`,
       });
+    }
+    for (const problem of profileProblems(c.agents)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['agents', ...problem.path], message: problem.message });
     }
   });
 

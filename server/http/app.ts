@@ -145,6 +145,15 @@ export function createApp(config: Config, deps: AppDeps): App {
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
+    try {
+      routeUpgrade(req, socket, head);
+    } catch (err) {
+      // Nothing a client sends may take the daemon down.
+      logger.error({ err: (err as Error).message }, 'upgrade failed');
+      refuse(socket, 500, 'internal', 'internal error');
+    }
+  };
+  const routeUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const terminal = TERMINAL_PATH.exec(url.pathname);
     const chatAgent = CHAT_PATHS[url.pathname];
@@ -161,7 +170,12 @@ export function createApp(config: Config, deps: AppDeps): App {
       return;
     }
 
-    const id = decodeURIComponent(terminal![1]);
+    let id: string;
+    try {
+      id = decodeURIComponent(terminal![1]);
+    } catch {
+      return refuse(socket, 400, 'invalid_request', 'malformed session id');
+    }
     if (!isValidSessionId(id)) return refuse(socket, 400, 'invalid_request', 'malformed session id');
     const since = parseOffset(url.searchParams.get('since'));
     const cols = parseOffset(url.searchParams.get('cols'));

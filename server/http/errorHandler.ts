@@ -23,6 +23,12 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       res.status(415).json(errorBody('unsupported_media_type', 'the body must be UTF-8 JSON'));
       return;
     }
+    const status = (err as { status?: number; statusCode?: number }).status ?? (err as { statusCode?: number }).statusCode;
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      // express's own client errors (e.g. a malformed %-escape in the path).
+      res.status(400).json(errorBody('invalid_request', 'malformed request'));
+      return;
+    }
     logger.error({ err: { message: (err as Error).message, stack: (err as Error).stack }, method: req.method, path: req.path }, 'unhandled error');
     res.status(500).json(errorBody('internal', 'internal error'));
   };

@@ -255,7 +255,7 @@ export class Session extends Disposable implements MonitoredSession {
 
   /** Queues a chat (or recap) turn; the returned record is updated in place when it ends. */
   sendTurn(kind: TurnRecord['kind'], prompt: string, deviceId: string | null): TurnRecord {
-    if (!this.turns || !this.isLive()) throw new Error('session is not running');
+    if (!this.turns || !this.isLive()) throw errors.conflict(`session ${this.id} is ${this.state}${this.record.endReason ? ` (${this.record.endReason})` : ''}`);
     this.noteUserActivity();
     const turn = this.turns.enqueue(kind, prompt, deviceId);
     this.deps.store.putTurn(turn);
@@ -320,14 +320,14 @@ export class Session extends Disposable implements MonitoredSession {
 
   /** Attaches a client (see ClientStream.attach for the frame order). */
   async attach(client: SessionClient, opts: { since?: number; cols?: number; rows?: number }): Promise<void> {
-    this.noteUserActivity();
+    this.noteActivity();
     this.deps.store.addEvent({ sessionId: this.id, type: 'attached', at: this.deps.clock.now(), detail: { client: client.id, since: opts.since ?? null } });
     await this.stream.attach(client, opts, () => this.toJSON());
   }
 
   detach(client: SessionClient): void {
     if (!this.stream.detach(client)) return;
-    this.noteUserActivity();
+    this.noteActivity();
     this.deps.store.addEvent({ sessionId: this.id, type: 'detached', at: this.deps.clock.now(), detail: { client: client.id } });
   }
 
@@ -373,10 +373,16 @@ export class Session extends Disposable implements MonitoredSession {
     if (wasWarned || this.record.expiresAt - this.persistedExpiresAt >= KEEPALIVE_PERSIST_MS) this.persist();
   }
 
+  /** A user's input or chat turn: activity, and a keep-alive (contract). */
   private noteUserActivity(): void {
+    this.noteActivity();
+    if (this.isLive()) this.keepAlive();
+  }
+
+  /** A client came or went: activity for idle culling and LRU, but not a keep-alive. */
+  private noteActivity(): void {
     this.lastActivityMono = this.deps.clock.monotonic();
     this.record.lastActivityAt = this.deps.clock.now();
-    if (this.isLive()) this.keepAlive();
   }
 
   lifetimeStart(): number {

@@ -215,6 +215,7 @@ export class SessionPool extends Disposable implements MonitoredPool {
   async revive(session: Session, why: string): Promise<Session> {
     if (session.isLive()) throw errors.conflict(`session ${session.id} is running`);
     if (this.liveCount() >= this.deps.config.maxConcurrentSessions) throw errors.sessionLimit(this.deps.config.maxConcurrentSessions);
+    if (this.memoryPressure) throw errors.memoryLimit(this.memoryPressure.usedMB, this.memoryPressure.maxMB);
     resolveCommand(session.profile);
     session.start({ revive: true });
     this.deps.logger.info({ sessionId: session.id, why, agentSessionId: session.record.agentSessionId }, 'session revived');

@@ -17,7 +17,7 @@ export interface TurnSignals {
 
 /** Longest output a turn keeps for its text: bigger answers are trimmed from the front. */
 const MAX_TURN_OUTPUT_BYTES = 1024 * 1024;
-/** A hook-driven turn that hears nothing for this long is ended as interrupted. */
+/** A turn that hears nothing for this long (no hook, no output) is ended as interrupted. */
 export const TURN_SILENCE_TIMEOUT_MS = 10 * 60_000;
 
 interface Running {
@@ -98,8 +98,8 @@ export class TurnTracker extends Disposable {
       .then(() => {
         if (this.running !== running) return;
         running.submitted = true;
-        if (this.opts.authoritative) this.armSilence(running);
-        else this.armQuiet(running);
+        this.armSilence(running);
+        if (!this.opts.authoritative) this.armQuiet(running);
       })
       .catch(() => this.finish('interrupted', null));
   }
@@ -111,7 +111,10 @@ export class TurnTracker extends Disposable {
     r.output.push(chunk);
     r.outputBytes += chunk.length;
     while (r.outputBytes > MAX_TURN_OUTPUT_BYTES && r.output.length > 1) r.outputBytes -= r.output.shift()!.length;
-    if (r.submitted && !this.opts.authoritative) this.armQuiet(r);
+    if (r.submitted && !this.opts.authoritative) {
+      this.armQuiet(r);
+      this.armSilence(r);
+    }
   }
 
   /** An authoritative end (Stop hook, OSC 7501 done): `text` is the agent's own answer when it gives one. */

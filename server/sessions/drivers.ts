@@ -54,8 +54,9 @@ class GenericDriver implements AgentDriver {
   constructor(private readonly profile: AgentProfile, private readonly host: DriverHost) {}
   launch(ctx: LaunchContext) {
     const { resumeArgs, args } = this.profile;
-    const id = this.host.record.agentSessionId;
-    if (ctx.revive && resumeArgs && id) return { args: resumeArgs.map((a) => a.split('{agentSessionId}').join(id)), env: {} };
+    // A profile without its own conversation id resumes by the session's id.
+    const id = this.host.record.agentSessionId ?? this.host.record.id;
+    if (ctx.revive && resumeArgs) return { args: resumeArgs.map((a) => a.split('{agentSessionId}').join(id)), env: {} };
     return { args: [...args], env: {} };
   }
   isReady() {

@@ -4,7 +4,16 @@ import { waitFor } from './wait';
 /** A test client for the terminal and chat sockets: collects frames, waits on them. */
 export class TestSocket {
   readonly frames: Array<{ json?: any; bytes?: Buffer }> = []; // eslint-disable-line @typescript-eslint/no-explicit-any
-  output = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private joined: Buffer | null = Buffer.alloc(0);
+  /** Every output byte received so far (joined lazily: a flood arrives in thousands of frames). */
+  get output(): Buffer {
+    if (!this.joined) {
+      this.joined = Buffer.concat(this.chunks);
+      this.chunks = [this.joined];
+    }
+    return this.joined;
+  }
   closeCode: number | null = null;
   opened = false;
   unexpected: { status: number; body: string } | null = null;
@@ -13,8 +22,9 @@ export class TestSocket {
     ws.on('open', () => (this.opened = true));
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) {
-        this.frames.push({ bytes: data });
-        this.output = Buffer.concat([this.output, data]);
+        this.frames.push({ bytes: data.length < 65536 ? data : undefined });
+        this.chunks.push(data);
+        this.joined = null;
       } else {
         this.frames.push({ json: JSON.parse(data.toString('utf8')) });
       }
@@ -46,7 +56,15 @@ export class TestSocket {
   }
 
   async waitOutput(text: string | RegExp, ms = 10_000): Promise<void> {
-    await waitFor(() => (typeof text === 'string' ? this.output.toString('utf8').includes(text) : text.test(this.output.toString('utf8'))), ms, `output ${text}`);
+    let checked = 0;
+    await waitFor(() => {
+      const out = this.output;
+      // Only the new bytes (and a little before, for a match split across frames) need looking at.
+      const from = Math.max(0, checked - 4096);
+      checked = out.length;
+      const tail = out.subarray(from).toString('utf8');
+      return typeof text === 'string' ? tail.includes(text) : text.test(tail);
+    }, ms, `output ${text}`);
   }
 
   async waitOpen(ms = 5_000): Promise<void> {

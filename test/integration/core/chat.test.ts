@@ -5,7 +5,7 @@ import { waitFor } from '../../helpers/wait';
 const PY = { command: 'python3', args: ['-i', '-q'], env: { PYTHONUNBUFFERED: '1' }, idleMs: 300, promptPattern: '^>>> ?$' };
 let d: TestDaemon;
 beforeAll(async () => {
-  d = await startDaemon({ chatWaitSeconds: 1.5, agents: { py: PY } });
+  d = await startDaemon({ chatWaitSeconds: 20, agents: { py: PY } });
 });
 afterAll(async () => {
   await d.dispose();
@@ -38,16 +38,20 @@ describe('POST /api/chat with a hook-less profile', () => {
   });
 
   it('answers 202 running past CHAT_WAIT_SECONDS, then delivers the answer as a turn frame and in messages', async () => {
+    const impatient = await startDaemon({ chatWaitSeconds: 1, agents: { py: PY } });
+    const d = impatient;
     const s = (await d.api('POST', '/api/chat', { agent: 'py', projectPath: d.root, message: '1+1' })).json;
+    await waitFor(async () => (await d.api('GET', `/api/sessions/${s.sessionId}`)).json.session.state === 'idle');
     const ws = d.socket(`/api/sessions/${s.sessionId}/ws`);
     await ws.nextJson((f) => f.type === 'snapshot');
-    const slow = await d.api('POST', '/api/chat', { sessionId: s.sessionId, message: 'import time; time.sleep(2.5); print("slow-" + "answer")' });
+    const slow = await d.api('POST', '/api/chat', { sessionId: s.sessionId, message: 'import time; time.sleep(3); print("slow-" + "answer")' });
     expect(slow.status).toBe(202);
     expect(slow.json).toEqual({ sessionId: s.sessionId, turnId: expect.any(String), status: 'running' });
     expect((await d.api('GET', `/api/sessions/${s.sessionId}`)).json.session.state).toBe('busy');
     const frame = await ws.nextJson((f) => f.type === 'turn' && f.turnId === slow.json.turnId, 10_000);
     expect(frame).toMatchObject({ status: 'completed', response: 'slow-answer' });
     await waitFor(async () => (await d.api('GET', `/api/sessions/${s.sessionId}`)).json.session.state === 'idle');
+    await impatient.dispose();
   });
 
   it('refuses bad chat requests with the contract errors', async () => {

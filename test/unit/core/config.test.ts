@@ -33,6 +33,18 @@ describe('configuration', () => {
     expect(c.agents.py.command).toBe('python3');
   });
 
+  it('names every bad key at once, profiles and roots included', () => {
+    const file = join(dir, 'several.json');
+    writeFileSync(file, JSON.stringify({ agents: { newbie: { args: ['-x'] }, py: { command: 'python3', promptPattern: '([' } } }));
+    let message = '';
+    try {
+      loadConfig({ HOME: dir, CONFIG_FILE: file, PORT: 'nope', SESSION_WARNING_HOURS: '30', ALLOWED_ROOTS: '/definitely/missing' });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    for (const part of ['PORT', 'newbie.command', 'py.promptPattern', '/definitely/missing']) expect(message).toContain(part);
+  });
+
   it('refuses an unknown key in a profile', () => {
     const file = join(dir, 'bad.json');
     writeFileSync(file, JSON.stringify({ agents: { py: { command: 'python3', shell: 'rm -rf /' } } }));

@@ -1,0 +1,77 @@
+import { brotliCompressSync, brotliDecompressSync, constants, gunzipSync, gzipSync } from 'node:zlib';
+
+/**
+ * How output rows and snapshots are compressed. Shared by the main thread
+ * (reads, synchronous flushes, the fallback packer) and the compression
+ * worker, so it imports nothing but node:zlib.
+ *
+ * Output rows carry their encoding in `output.compressed`. Every row decodes
+ * on its own; the kinds differ only in what the writer may still do with them:
+ *
+ * - PIECE rows are what a flush writes: a tick's bytes, compressed fast so the
+ *   commit is small. They are the session's uncompacted tail.
+ * - SEGMENT rows replace a run of pieces once it reaches `segmentBytes` (or
+ *   the session goes quiet): recompressed in one go with a large window, which
+ *   is where the ratio comes from (research in bench/persist.ts).
+ * - RAW rows hold bytes that did not shrink; GZIP rows were written by
+ *   agentd before schema 2 and are still read.
+ */
+export const OutputKind = {
+  RAW: 0,
+  /** gzip, whole row: written by schema 1; read, never written now. */
+  GZIP: 1,
+  /** brotli, whole row, fast quality: a flush's bytes, not yet compacted. */
+  PIECE: 2,
+  /** brotli, whole row, high quality: compacted pieces. */
+  SEGMENT: 3,
+} as const;
+export type OutputKind = (typeof OutputKind)[keyof typeof OutputKind];
+
+export interface CodecSettings {
+  /** brotli quality of pieces. 1: ~3.5 ms/MB, 5.4x on 16 KiB of agent output. */
+  pieceQuality: number;
+  /** brotli quality of segments. 6: ~9 ms/MB, 9.4x on 256 KiB of agent output. */
+  segmentQuality: number;
+  /** gzip level of screen snapshots (kept gzip so older snapshots read the same way). */
+  snapshotLevel: number;
+}
+
+export const DEFAULT_CODEC: CodecSettings = { pieceQuality: 1, segmentQuality: 6, snapshotLevel: 6 };
+
+/** Compresses `raw` as one row; RAW when brotli does not make it smaller (random bytes). */
+export function packOutput(raw: Uint8Array, kind: typeof OutputKind.PIECE | typeof OutputKind.SEGMENT, settings: CodecSettings): { kind: OutputKind; data: Buffer } {
+  const quality = kind === OutputKind.PIECE ? settings.pieceQuality : settings.segmentQuality;
+  const packed = brotliCompressSync(raw, {
+    params: {
+      [constants.BROTLI_PARAM_QUALITY]: quality,
+      // A window just large enough for the row: less memory and setup for small rows.
+      [constants.BROTLI_PARAM_LGWIN]: Math.max(constants.BROTLI_MIN_WINDOW_BITS + 6, Math.min(24, Math.ceil(Math.log2(Math.max(raw.length, 1))))),
+      [constants.BROTLI_PARAM_SIZE_HINT]: raw.length,
+    },
+  });
+  if (packed.length < raw.length) return { kind, data: packed };
+  return { kind: OutputKind.RAW, data: Buffer.from(raw.buffer, raw.byteOffset, raw.length) };
+}
+
+/** The bytes of one output row. */
+export function unpackOutput(kind: number, data: Buffer): Buffer {
+  switch (kind) {
+    case OutputKind.RAW:
+      return data;
+    case OutputKind.GZIP:
+      return gunzipSync(data);
+    case OutputKind.PIECE:
+    case OutputKind.SEGMENT:
+      return brotliDecompressSync(data);
+    default:
+      throw new Error(`output row of unknown kind ${kind} (written by a newer agentd?)`);
+  }
+}
+
+export function packSnapshot(raw: Uint8Array, settings: CodecSettings): Buffer {
+  return gzipSync(raw, { level: settings.snapshotLevel });
+}
+
+export function unpackSnapshot(data: Buffer): string {
+  return gunzipSync(data).toString('utf8');
+}

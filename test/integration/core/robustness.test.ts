@@ -1,0 +1,92 @@
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { startDaemon, TestDaemon } from '../../helpers/app';
+import { cleanupTmp, tmpdir } from '../../helpers/tmp';
+import { waitFor } from '../../helpers/wait';
+import { testConfig } from '../../../server/config/load';
+import { ensureToken } from '../../../server/http/auth';
+import { MemoryStore } from '../../../server/store/MemoryStore';
+
+let d: TestDaemon;
+beforeAll(async () => {
+  d = await startDaemon({
+    agents: {
+      // Revives with arguments that fail at once, as `claude --resume` does for an unknown conversation.
+      fragile: { command: 'python3', args: ['-i', '-q'], resumeArgs: ['-c', 'import sys; print("No conversation found with session ID: {agentSessionId}"); sys.exit(1)'] },
+      flood: { command: 'bash', args: ['--norc', '--noprofile', '-c', 'read go; head -c 24000000 /dev/zero | tr "\\0" "x"; echo; echo FLOOD-END; exec cat'] },
+    },
+  });
+});
+afterAll(async () => {
+  await d.dispose();
+  cleanupTmp();
+});
+
+describe('robustness', () => {
+  it('says why a revival failed instead of looping', async () => {
+    const s = await d.create({ agent: 'fragile' });
+    await d.api('DELETE', `/api/sessions/${s.id}`);
+    const revived = await d.api('POST', `/api/sessions/${s.id}/revive`);
+    expect(revived.status).toBe(200);
+    const ended = await waitFor(async () => {
+      const session = (await d.api('GET', `/api/sessions/${s.id}`)).json.session;
+      return session.state === 'exited' ? session : null;
+    }, 10_000, 'the failed revival');
+    expect(ended.endReason).toBe(`revive failed: No conversation found with session ID: ${s.id}`);
+  });
+
+  it('closes a socket that never authenticates with 4401 after 5 s, having sent nothing', async () => {
+    const s = await d.create({ agent: 'shell' });
+    const silent = d.socket(`/api/sessions/${s.id}/ws`, {});
+    await silent.waitOpen();
+    expect(await silent.waitClose(8_000)).toBe(4401);
+    expect(silent.frames).toHaveLength(0);
+    expect((await d.api('GET', `/api/sessions/${s.id}`)).json.session.clients).toBe(0);
+  }, 15_000);
+
+  it('never slows the agent or other clients for a client that stops reading; it gets a snapshot and carries on', async () => {
+    const s = await d.create({ agent: 'flood' });
+    const fast = d.socket(`/api/sessions/${s.id}/ws`);
+    const slow = d.socket(`/api/sessions/${s.id}/ws`);
+    const fastSnap = await fast.nextJson((f) => f.type === 'snapshot');
+    await slow.nextJson((f) => f.type === 'snapshot');
+    // The slow client's TCP socket stops reading: the server's send buffer for it fills up.
+    (slow.ws as any)._socket.pause();
+    fast.sendBytes('go\r');
+    await fast.waitOutput('FLOOD-END', 60_000);
+    const history = await d.api('GET', `/api/sessions/${s.id}/history?format=ansi`);
+    const end = Number(history.headers['x-agentd-offset-end']);
+    await waitFor(() => fastSnap.offset + fast.output.length >= end, 10_000, 'the fast client to have everything');
+    expect(fastSnap.offset + fast.output.length).toBe(end);
+    const slowBytesBefore = slow.output.length;
+    (slow.ws as any)._socket.resume();
+    // Once drained, the slow client is resynchronised with a snapshot at the current end instead of the backlog.
+    const resync = await slow.nextJson((f) => f.type === 'snapshot' && f.offset > fastSnap.offset, 20_000);
+    expect(resync.offset).toBeGreaterThan(0);
+    expect(slow.output.length - slowBytesBefore).toBeLessThan(24_000_000);
+    slow.sendBytes('still-here\r');
+    await slow.waitOutput('still-here');
+  }, 90_000);
+
+  it('writes a generated token file with mode 0600 and never logs the token', async () => {
+    const dataDir = tmpdir('token');
+    const t = ensureToken(testConfig({ dataDir, allowedRoots: [dataDir] }));
+    expect(t.from).toBe('generated');
+    expect(statSync(join(dataDir, 'token')).mode & 0o777).toBe(0o600);
+    expect(t.token.length).toBeGreaterThanOrEqual(32);
+    expect(ensureToken(testConfig({ dataDir, allowedRoots: [dataDir] })).token).toBe(t.token);
+  });
+
+  it('removes sessions ended longer ago than RETENTION_DAYS at start-up', async () => {
+    const store = new MemoryStore();
+    const now = Date.now();
+    const base = { agent: 'shell', projectPath: '/tmp', pid: null, pidStartTime: null, tag: null, agentSessionId: null, createdAt: now, lastActivityAt: now, expiresAt: null, warnedAt: null, cols: 80, rows: 24, exitCode: 0, signal: null, endReason: 'closed by client', deviceToken: null, outputBytes: 0 } as const;
+    store.putSession({ ...base, id: 'old-one', state: 'closed', endedAt: now - 31 * 86_400_000 });
+    store.putSession({ ...base, id: 'recent-one', state: 'closed', endedAt: now - 29 * 86_400_000 });
+    const other = await startDaemon({ retentionDays: 30 }, store);
+    await other.app.restore();
+    const ids = (await other.api('GET', '/api/sessions')).json.sessions.map((s: any) => s.id);
+    expect(ids).toEqual(['recent-one']);
+    await other.dispose();
+  });
+});
