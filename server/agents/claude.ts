@@ -38,7 +38,9 @@ export function claudeArgs(opts: ClaudeArgsOptions): string[] {
 // Hooks
 
 /** The hook events the daemon listens to. StopFailure ends a turn that died on an API error (no Stop fires then). */
-export const CLAUDE_HOOK_EVENTS = ['SessionStart', 'UserPromptSubmit', 'Stop', 'StopFailure', 'PermissionRequest', 'Notification', 'SessionEnd'] as const;
+// UserPromptSubmit is left out on purpose: claude waits for a hook before it sends the prompt, which cost
+// ~70 ms a turn (bench/chat.ts), and the daemon learns a turn started when it writes the prompt.
+export const CLAUDE_HOOK_EVENTS = ['SessionStart', 'Stop', 'StopFailure', 'PermissionRequest', 'Notification', 'SessionEnd'] as const;
 export type ClaudeHookEvent = (typeof CLAUDE_HOOK_EVENTS)[number];
 
 /** Claude kills a hook after this many seconds; the relay gives up after ~2 s by itself, this is the backstop. */
