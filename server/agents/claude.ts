@@ -1,7 +1,7 @@
 import { closeSync, openSync, readSync, realpathSync, renameSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
-import { AgentSignal, digitKeys, optionsAbove, PermissionOption, ScreenDialog } from './signals';
+import { AgentSignal, dialogOptions, digitKeys, PermissionOption, ScreenDialog } from './signals';
 
 /**
  * What the daemon knows about Claude Code 2.1.197 in a PTY: its command line,
@@ -193,16 +193,9 @@ export const CLAUDE_INTERRUPTED_TEXT = 'Interrupted · What should Claude do ins
  */
 export function parseClaudePermissionDialog(screenText: string): ScreenDialog | null {
   const lines = screenText.split('\n');
-  let footer = -1;
-  for (let i = lines.length - 1; i >= 0; i--) {
-    if (DIALOG_FOOTER.test(lines[i])) {
-      footer = i;
-      break;
-    }
-  }
-  if (footer < 0) return null;
-  const { options, firstLine } = optionsAbove(lines, footer);
-  if (options.length < 2 || options[0].id !== '1') return null;
+  const found = dialogOptions(lines, DIALOG_FOOTER);
+  if (!found) return null;
+  const { options, firstLine } = found;
   let top = firstLine - 1;
   while (top > 0 && !RULE.test(lines[top - 1]) && firstLine - top < 20) top--;
   const promptLines = lines.slice(top, firstLine).map((l) => l.trimEnd()).filter((l) => l.trim() !== '');

@@ -1,6 +1,6 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { digitKeys, optionsAbove, ScreenDialog } from './signals';
+import { dialogOptions, digitKeys, ScreenDialog } from './signals';
 
 /**
  * What the daemon knows about Codex 0.169.0 in a PTY: its command line, its
@@ -298,16 +298,9 @@ const SHORTCUT = /\s*\((?:[a-z]|esc)\)$/;
  */
 export function parseCodexApproval(screenText: string): ScreenDialog | null {
   const lines = screenText.split('\n');
-  let footer = -1;
-  for (let i = lines.length - 1; i >= 0; i--) {
-    if (APPROVAL_FOOTER.test(lines[i])) {
-      footer = i;
-      break;
-    }
-  }
-  if (footer < 0) return null;
-  const { options, firstLine } = optionsAbove(lines, footer);
-  if (options.length < 2 || options[0].id !== '1') return null;
+  const found = dialogOptions(lines, APPROVAL_FOOTER);
+  if (!found) return null;
+  const { options, firstLine } = found;
   let top = firstLine - 1;
   while (top >= 0 && !APPROVAL_QUESTION.test(lines[top]) && firstLine - top < 20) top--;
   if (top < 0 || !APPROVAL_QUESTION.test(lines[top])) return null;

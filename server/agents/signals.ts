@@ -76,3 +76,21 @@ function joinWrapped(pieces: string[]): string {
   }
   return out.replace(/\s+/g, ' ');
 }
+
+/**
+ * The numbered options of a dialog whose last line matches `footer` (the
+ * lowest such line on screen), or null when there is none or it lists fewer
+ * than two options starting at 1.
+ */
+export function dialogOptions(lines: string[], footer: RegExp): { options: PermissionOption[]; firstLine: number } | null {
+  let end = -1;
+  for (let i = lines.length - 1; i >= 0; i--) {
+    if (footer.test(lines[i])) {
+      end = i;
+      break;
+    }
+  }
+  if (end < 0) return null;
+  const found = optionsAbove(lines, end);
+  return found.options.length >= 2 && found.options[0].id === '1' ? found : null;
+}
