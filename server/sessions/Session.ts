@@ -132,7 +132,8 @@ export class Session extends Disposable implements MonitoredSession {
         return;
       case 'turn-ended':
         this.prompt = null;
-        this.turns?.end('completed', signal.text);
+        // A turn that died on an API error did not answer: interrupted, with the error as its text.
+        this.turns?.end(signal.error ? 'interrupted' : 'completed', signal.text);
         return;
       case 'turn-interrupted':
         this.prompt = null;

@@ -5,7 +5,7 @@ import { IDisposable } from '../common/disposable';
 import { Logger } from '../common/log';
 import { AgentProfile } from '../agents/profiles';
 import { claudeArgs, claudeConfigDir, claudeHookSettings, claudePermissionKeys, parseClaudeHook, parseClaudePermissionDialog, prepareClaudeRevival } from '../agents/claude';
-import { codexArgs, codexPermissionKeys, codexRolloutExists, codexTurnEnd, CodexState, Osc7501Parser, parseCodexApproval, parseCodexNotify } from '../agents/codex';
+import { codexArgs, codexPermissionKeys, codexRolloutExists, codexTurnEnd, codexTurnError, CodexState, Osc7501Parser, parseCodexApproval, parseCodexNotify } from '../agents/codex';
 import { CODEX_NOTIFY_EVENT, codexNotifyCommand, HOOK_SECRET_ENV, HOOK_URL_ENV, hookRelayCommand } from '../agents/relay';
 import { AgentSignal, digitKeys, PermissionOption } from '../agents/signals';
 import { SessionRecord } from '../store/SessionStore';
@@ -171,6 +171,8 @@ class ClaudeDriver implements AgentDriver {
  * within ~50 ms (measured over 17 starts; research note: 30–80 ms), and a prompt written inside that flip is lost.
  */
 const CODEX_SETTLE_MS = 150;
+/** How often a working codex turn's screen is checked for an API error (codex reports no state change then). */
+const CODEX_ERROR_CHECK_MS = 2_000;
 /** How long to wait for codex to draw its approval dialog after it reported `blocked`. */
 const APPROVAL_DRAW_WAIT_MS = 5_000;
 /** How long a codex turn end waits for notify's text before taking the screen's. */
@@ -190,6 +192,7 @@ class CodexDriver implements AgentDriver {
   private turnStartedAt = 0;
   private pendingEnd: NodeJS.Timeout | null = null;
   private readyTimer: NodeJS.Timeout | null = null;
+  private errorWatch: NodeJS.Timeout | null = null;
 
   constructor(private readonly profile: AgentProfile, private readonly host: DriverHost) {}
 
@@ -234,6 +237,8 @@ class CodexDriver implements AgentDriver {
       return;
     }
     if (next === 'working' && previous !== 'working' && previous !== 'blocked') this.turnStartedAt = Date.now();
+    if (next === 'working') this.watchForError();
+    else this.stopErrorWatch();
     if (next === 'blocked' && kind === 'permission') {
       void this.readApproval();
       return;
@@ -241,6 +246,31 @@ class CodexDriver implements AgentDriver {
     const end = codexTurnEnd(previous, next);
     if (end === 'interrupted') this.host.signal({ kind: 'turn-interrupted' });
     else if (end === 'completed') this.endWithText();
+  }
+
+  /**
+   * After an API error codex prints it and shows its composer again, but its
+   * state report stays `working`: while working, the screen is checked for
+   * that, and the turn ended with the error instead of hanging.
+   */
+  private watchForError() {
+    if (this.errorWatch) return;
+    this.errorWatch = setInterval(async () => {
+      if (this.state !== 'working' || !this.host.turnRunning()) return;
+      const lines = await this.host.screenText();
+      const error = lines ? codexTurnError(lines.join('\n')) : null;
+      if (error && this.state === 'working') {
+        this.stopErrorWatch();
+        this.state = 'idle';
+        this.host.logger.warn({ error }, 'codex turn ended on an error');
+        this.host.signal({ kind: 'turn-ended', text: error, error });
+      }
+    }, CODEX_ERROR_CHECK_MS);
+  }
+
+  private stopErrorWatch() {
+    if (this.errorWatch) clearInterval(this.errorWatch);
+    this.errorWatch = null;
   }
 
   private async readApproval() {
@@ -306,6 +336,7 @@ class CodexDriver implements AgentDriver {
     if (this.pendingEnd) clearTimeout(this.pendingEnd);
     if (this.readyTimer) clearTimeout(this.readyTimer);
     this.pendingEnd = this.readyTimer = null;
+    this.stopErrorWatch();
   }
 }
 

@@ -104,6 +104,16 @@ describe('codex through the daemon', () => {
     expect(turn.status).toBe('completed');
   });
 
+  it('ends a turn that failed on an API error as interrupted, with the error, instead of hanging', async () => {
+    const res = await d.api('POST', '/api/chat', { sessionId, message: 'FAIL WITH 400 please' });
+    expect(res.status).toBe(200);
+    expect(res.json.status).toBe('interrupted');
+    expect(res.json.response).toMatch(/400|error/i);
+    const after = await d.api('POST', '/api/chat', { sessionId, message: 'Still there after the error?' });
+    expect(after.json.status).toBe('completed');
+    expect(after.json.response).toContain('BANANA');
+  }, 60_000);
+
   it('round-trips a message over the chat socket', async () => {
     const ws = d.socket('/api/codex/ws');
     sockets.push(ws);
