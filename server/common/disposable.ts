@@ -53,6 +53,10 @@ export abstract class Disposable implements IDisposable {
     return this.store.add(item);
   }
 
+  get isDisposed(): boolean {
+    return this.store.isDisposed;
+  }
+
   dispose(): void {
     this.store.dispose();
   }

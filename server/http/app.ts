@@ -49,6 +49,8 @@ export interface App {
 
 const TERMINAL_PATH = /^\/api\/sessions\/([^/]+)\/ws$/;
 const CHAT_PATHS: Record<string, string> = { '/api/claude/ws': 'claude', '/api/codex/ws': 'codex' };
+/** How long a client may take to answer our close frame at shutdown before its socket is cut. */
+const CLOSE_GRACE_MS = 1_000;
 /** Ended sessions past RETENTION_DAYS are removed at start-up and then daily. */
 const RETENTION_SWEEP_MS = 24 * 3_600_000;
 /** Close code for a session that does not exist, when only the auth frame could tell us who asked. */
@@ -225,7 +227,20 @@ export function createApp(config: Config, deps: AppDeps): App {
       monitor.dispose();
       stopHeartbeat();
       await pool.shutdown('daemon_stopped');
-      for (const ws of wss.clients) ws.close(1001, 'daemon stopping');
+      // Clients are told (1001) and gone before the sessions and the store are, so no late close event finds them closed.
+      await Promise.all(
+        [...wss.clients].map(
+          (ws) =>
+            new Promise<void>((resolve) => {
+              const force = setTimeout(() => ws.terminate(), CLOSE_GRACE_MS);
+              ws.once('close', () => {
+                clearTimeout(force);
+                resolve();
+              });
+              ws.close(1001, 'daemon stopping');
+            }),
+        ),
+      );
       wss.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -327,7 +327,8 @@ export class Session extends Disposable implements MonitoredSession {
   }
 
   detach(client: SessionClient): void {
-    if (!this.stream.detach(client)) return;
+    // A socket may report its close after the daemon disposed everything (and closed the store).
+    if (this.isDisposed || !this.stream.detach(client)) return;
     this.noteActivity();
     this.deps.store.addEvent({ sessionId: this.id, type: 'detached', at: this.deps.clock.now(), detail: { client: client.id } });
   }

@@ -6,8 +6,8 @@ import { isValidSessionId, newId } from '../common/ids';
 import { AgentProfile, AgentRegistry, resolveCommand } from '../agents/profiles';
 import { MonitoredPool, MonitoredSession } from '../health/types';
 import { LIVE_STATES, SessionRecord } from '../store/SessionStore';
-import { killSessionProcesses } from '../pty/kill';
-import { isSameProcess } from '../pty/processes';
+import { killSessionProcesses, SESSION_TAG_ENV } from '../pty/kill';
+import { isSameProcess, ProcessTable } from '../pty/processes';
 import { Session, SessionDeps } from './Session';
 
 export interface CreateRequest {
@@ -106,6 +106,10 @@ export class SessionPool extends Disposable implements MonitoredPool {
     const { store, agents, logger } = this.deps;
     let stopped = 0;
     const records = store.listSessions();
+    // One pass over /proc for all of them: most stopped sessions left nothing running.
+    const table = new ProcessTable();
+    const byTag = table.taggedAll(SESSION_TAG_ENV);
+    const leftovers: Promise<unknown>[] = [];
     for (const stored of records) {
       if (this.sessions.has(stored.id)) continue;
       const range = store.outputRange(stored.id);
@@ -114,12 +118,16 @@ export class SessionPool extends Disposable implements MonitoredPool {
       if (!LIVE_STATES.has(record.state)) continue;
       stopped++;
       const rootPid = record.pid && record.pidStartTime !== null && isSameProcess(record.pid, record.pidStartTime) ? record.pid : null;
-      if (rootPid || record.tag) {
-        const report = await killSessionProcesses({ rootPid, tag: record.tag ?? '' }, 200, 1_000);
-        if (report.pids.length) logger.warn({ sessionId: record.id, pids: report.pids, escalatedTo: report.escalatedTo }, 'ended processes left by the previous daemon');
+      if (rootPid || (record.tag && byTag.has(record.tag))) {
+        leftovers.push(
+          killSessionProcesses({ rootPid, tag: record.tag ?? '' }, 200, 1_000).then((report) => {
+            if (report.pids.length) logger.warn({ sessionId: record.id, pids: report.pids, escalatedTo: report.escalatedTo }, 'ended processes left by the previous daemon');
+          }),
+        );
       }
       session.markStoppedWithDaemon();
     }
+    await Promise.all(leftovers);
     logger.info({ restored: records.length, stopped }, 'sessions restored from the store');
     return { restored: records.length, stopped };
   }
