@@ -1,28 +1,34 @@
 /**
  * The core figures of agentd against the machine's own limits, measured in the
- * same run (docs/PERFORMANCE.md; methods of docs research perf-limits.md):
+ * same run (docs/PERFORMANCE.md; methods of the research note perf-limits.md):
  *
  *  - throughput: `cat` of 50 and 200 MiB of base64 lines through a session to
  *    a WebSocket client, to the last byte, vs raw node-pty reading the same;
  *  - echo latency: one keystroke over the socket to `stty raw -echo; exec cat`
  *    and back, vs node-pty in-process (the floor);
- *  - memory: daemon RSS per idle shell session that printed ~1 MB.
+ *  - memory: daemon RSS per idle shell session that printed ~1 MB, vs node-pty
+ *    alone holding the same shells.
  *
- * Three processes: the daemon (real SQLite store) in one child, raw node-pty
- * in another, and this process as the WebSocket client, so that the daemon
- * and its client use both cores as in the research harness. Systems compared
- * alternate round by round (A B, B A, ...) after a warm-up round; each figure
- * is the median over rounds, with [min..max].
+ * Every server runs in its own process and this one is the client, so that a
+ * server and its client use both cores as in the research harness: agentd
+ * (createApp with the real SQLite store, lib.ts), raw node-pty (`core.js raw`)
+ * and, as a second reference, the minimal PTY -> WebSocket relay (`core.js
+ * relay`, the research's "ours, binary frames"), which tells what agentd
+ * costs beyond any server of this shape. The systems alternate round by round
+ * (rotated: A B C, B C A, C A B, ...) after a warm-up round; each figure is
+ * the median over rounds with [min..max], ratios are taken round by round.
  *
  *   npm run bench                                  (all benches)
- *   npx tsc -p . && node dist/bench/core.js        (this one)
+ *   npx tsc -p . && node dist/bench/core.js        (this one, ~4 min)
  *   AGENTD_BENCH_ONLY=throughput,echo node dist/bench/core.js   (some figures)
- *   AGENTD_BENCH_STORE=memory ...   (MemoryStore instead of SQLite: to see what the store costs)
+ *   AGENTD_BENCH_STORE=memory ...   (MemoryStore instead of SQLite: what the store costs)
+ *   AGENTD_BENCH_QUICK=1 ...        (a smoke run of the harness: small sizes, 2 rounds)
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { IPty } from 'node-pty';
+import WebSocket from 'ws';
 import {
   base64File,
   Child,
@@ -46,7 +52,7 @@ const MiB = 1024 * 1024;
 /** Megabytes as the figures report them (10^6 bytes). */
 const MB = 1e6;
 
-/** AGENTD_BENCH_QUICK=1: a smoke run of the harness itself (small sizes, 2 rounds); its figures mean little. */
+/** A smoke run of the harness itself: its figures mean little. */
 const QUICK = process.env.AGENTD_BENCH_QUICK === '1';
 const THROUGHPUT_SIZES_MIB = QUICK ? [5] : [50, 200];
 const THROUGHPUT_ROUNDS = QUICK ? 2 : 5;
@@ -76,6 +82,8 @@ const gatedCat = (file: string) => ({ command: 'bash', args: ['-c', 'printf R; r
 /** A process does the echo, not the line discipline. */
 const ECHO_PROGRAM = { command: 'bash', args: ['-c', 'stty raw -echo; printf R; exec cat'] };
 const PLAIN_SHELL_ENV = { PS1: '$ ' };
+/** An interactive shell that first prints the file given as $0. */
+const MEMORY_SHELL = 'cat "$0"; exec bash --norc --noprofile -i';
 
 // ── the raw node-pty reference (its own process) ────────────────────────
 
@@ -83,11 +91,13 @@ interface ThroughputRun {
   bytes: number;
   ms: number;
   mbps: number;
+  /** CPU of the reading process (raw: the node-pty reader; daemon: every daemon thread) per MB. */
+  cpuMsPerMB: number;
   /** Snapshots sent mid-stream because the client lagged (daemon only). */
   resyncs?: number;
 }
 
-function spawnRaw(command: string, args: string[]): IPty {
+function spawnRaw(command: string, args: string[], env: Record<string, string> = {}): IPty {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const pty = require('node-pty') as typeof import('node-pty');
   return pty.spawn(command, args, {
@@ -95,7 +105,7 @@ function spawnRaw(command: string, args: string[]): IPty {
     cols: 120,
     rows: 40,
     cwd: os.tmpdir(),
-    env: { ...process.env, TERM: 'xterm-256color' } as Record<string, string>,
+    env: { ...process.env, TERM: 'xterm-256color', ...env } as Record<string, string>,
     encoding: null,
   } as import('node-pty').IPtyForkOptions);
 }
@@ -132,8 +142,10 @@ async function rawThroughput(file: string, expected: number): Promise<Throughput
     last = performance.now();
   });
   p.onExit(() => (exited = true));
+  let cpu0 = process.cpuUsage();
   try {
     await waitFor(() => ready, 10_000, 'raw cat ready', 1);
+    cpu0 = process.cpuUsage();
     t0 = performance.now();
     p.write('\n');
     // node-pty may lose the last few KB when the child exits (node-pty #72): then stop at exit.
@@ -143,7 +155,8 @@ async function rawThroughput(file: string, expected: number): Promise<Throughput
     endRaw(p);
   }
   const ms = last - t0;
-  return { bytes, ms, mbps: bytes / MB / (ms / 1000) };
+  const cpu = process.cpuUsage(cpu0);
+  return { bytes, ms, mbps: bytes / MB / (ms / 1000), cpuMsPerMB: (cpu.user + cpu.system) / 1000 / (bytes / MB) };
 }
 
 async function rawEcho(warmup: number, keys: number): Promise<number[]> {
@@ -194,26 +207,189 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms)))]).finally(() => clearTimeout(timer));
 }
 
+/** The reference for memory: this process holding the same shells with node-pty alone, output read and dropped. */
+async function rawMemory(file: string, sessions: number, printBytes: number): Promise<{ baseline: number; settled: number }> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error('the raw child needs --expose-gc');
+  const rss = () => {
+    gc();
+    gc();
+    return process.memoryUsage().rss;
+  };
+  await sleep(500);
+  const baseline = rss();
+  const ptys: IPty[] = [];
+  const counts: number[] = [];
+  try {
+    for (let i = 0; i < sessions; i++) {
+      const p = spawnRaw('bash', ['-c', MEMORY_SHELL, file], PLAIN_SHELL_ENV);
+      counts.push(0);
+      p.onData((d) => (counts[i] += (d as unknown as Buffer).length));
+      ptys.push(p);
+    }
+    await waitFor(() => counts.every((n) => n >= printBytes), 120_000, 'raw shells to print', 50);
+    await sleep(2_000);
+    return { baseline, settled: rss() };
+  } finally {
+    for (const p of ptys) endRaw(p);
+  }
+}
+
 function rawMain(): void {
   serveRequests(
     {
       throughput: (msg) => rawThroughput(msg.file as string, msg.expected as number),
       echo: (msg) => rawEcho(msg.warmup as number, msg.keys as number),
+      memory: (msg) => rawMemory(msg.file as string, msg.sessions as number, msg.printBytes as number),
     },
     () => undefined,
     { pid: process.pid },
   );
 }
 
-// ── the daemon path (this process is the client) ────────────────────────
+// ── the minimal relay (its own process): the research's "ours, binary frames" ──
 
-async function daemonThroughput(d: DaemonHandle, agent: string, expected: number): Promise<ThroughputRun> {
-  const id = await d.create(agent);
-  const c = await TermClient.connect(d, id);
-  let ready = c.snapshotText.includes('R');
+/**
+ * The least a PTY -> WebSocket server can do: one node-pty per connection
+ * (program from the query), output sent as it comes in binary frames, input
+ * written through, the PTY paused while more than 1 MiB is queued. What
+ * agentd costs beyond it is agentd's own; what it costs beyond raw node-pty
+ * is the price of the second process and the socket.
+ */
+function relayMain(): void {
+  /* eslint-disable @typescript-eslint/no-var-requires */
+  const { WebSocketServer } = require('ws') as typeof import('ws');
+  const pty = require('node-pty') as typeof import('node-pty');
+  const http = require('node:http') as typeof import('node:http');
+  /* eslint-enable @typescript-eslint/no-var-requires */
+  const server = http.createServer();
+  const wss = new WebSocketServer({ server, perMessageDeflate: false });
+  wss.on('connection', (ws, req) => {
+    const spec = JSON.parse(new URL(req.url ?? '/', 'http://relay').searchParams.get('program') ?? '{}') as { command: string; args: string[] };
+    const p = pty.spawn(spec.command, spec.args, { name: 'xterm-256color', cols: 120, rows: 40, cwd: os.tmpdir(), env: process.env as Record<string, string>, encoding: null } as import('node-pty').IPtyForkOptions);
+    let paused = false;
+    p.onData((d) => {
+      ws.send(d as unknown as Buffer, { binary: true });
+      if (!paused && ws.bufferedAmount > RELAY_HIGH_WATER) {
+        paused = true;
+        p.pause();
+        const check = setInterval(() => {
+          if (ws.bufferedAmount > RELAY_LOW_WATER) return;
+          clearInterval(check);
+          paused = false;
+          p.resume();
+        }, 2);
+      }
+    });
+    p.onExit(() => setTimeout(() => ws.close(), 50));
+    ws.on('message', (data: Buffer) => p.write(data as unknown as string));
+    ws.on('close', () => endRaw(p));
+    ws.on('error', () => undefined);
+  });
+  server.listen(0, '127.0.0.1', () => {
+    serveRequests({ cpu: () => process.cpuUsage() }, () => new Promise<void>((r) => server.close(() => r())), { port: (server.address() as { port: number }).port });
+  });
+}
+
+const RELAY_HIGH_WATER = 1024 * 1024;
+const RELAY_LOW_WATER = 256 * 1024;
+
+/** A client of the relay with the same face as TermClient. */
+class RelayClient implements OutputStream {
+  position = 0;
+  head = '';
+  exited = false;
+  resyncs = 0;
+  onBytes: ((data: Buffer) => void) | null = null;
+  constructor(private readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer) => {
+      this.position += data.length;
+      if (this.head.length < 4096) this.head += data.toString('latin1', 0, 4096);
+      this.onBytes?.(data);
+    });
+    ws.on('close', () => (this.exited = true));
+    ws.on('error', () => undefined);
+  }
+  send(data: Buffer | string): void {
+    this.ws.send(typeof data === 'string' ? Buffer.from(data) : data, { binary: true });
+  }
+  close(): void {
+    this.ws.terminate();
+  }
+}
+
+// ── the socket paths (this process is the client) ───────────────────────
+
+/** What the measurements need of a client socket: TermClient (agentd) and RelayClient fit. */
+interface OutputStream {
+  position: number;
+  head: string;
+  exited: boolean;
+  resyncs: number;
+  onBytes: ((data: Buffer) => void) | null;
+  send(data: Buffer | string): void;
+  close(): void;
+}
+
+/** A server reached over a WebSocket: agentd or the relay. */
+interface SocketTarget {
+  /** Opens a stream running `program` (a key of PROGRAMS). */
+  open(program: string): Promise<OutputStream>;
+  /** CPU the server process has used so far, ms. */
+  cpuMs(): Promise<number>;
+  /** After a stream: end it and forget it (not timed). */
+  finish(stream: OutputStream): Promise<void>;
+}
+
+function agentdTarget(d: DaemonHandle): SocketTarget {
+  const ids = new Map<OutputStream, string>();
+  return {
+    async open(program) {
+      const id = await d.create(program);
+      const c = await TermClient.connect(d, id);
+      ids.set(c, id);
+      return c;
+    },
+    cpuMs: () => d.cpuMs(),
+    async finish(stream) {
+      stream.close();
+      const id = ids.get(stream);
+      ids.delete(stream);
+      if (id) await d.api('DELETE', `/api/sessions/${id}`);
+      await d.forgetEnded();
+    },
+  };
+}
+
+function relayTarget(relay: Child, port: number, programs: Record<string, { command: string; args: string[] }>): SocketTarget {
+  return {
+    async open(program) {
+      const q = encodeURIComponent(JSON.stringify(programs[program]));
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/?program=${q}`, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('error', reject);
+      });
+      return new RelayClient(ws);
+    },
+    cpuMs: async () => {
+      const u = await relay.request<NodeJS.CpuUsage>('cpu');
+      return (u.user + u.system) / 1000;
+    },
+    async finish(stream) {
+      stream.close();
+    },
+  };
+}
+
+async function socketThroughput(t: SocketTarget, program: string, expected: number): Promise<ThroughputRun> {
+  const c = await t.open(program);
+  let ready = c.head.includes('R');
   let start = 0;
   let t0 = 0;
   let last = 0;
+  let cpu0 = 0;
+  let complete = false;
   let done!: () => void;
   const finished = new Promise<void>((resolve) => (done = resolve));
   c.onBytes = (data) => {
@@ -222,26 +398,33 @@ async function daemonThroughput(d: DaemonHandle, agent: string, expected: number
       return;
     }
     last = performance.now();
-    if (c.position - start >= expected) done();
+    if (c.position - start >= expected) {
+      complete = true;
+      done();
+    }
   };
+  let cpuMs = 0;
   try {
-    await waitFor(() => ready, 10_000, 'daemon cat ready', 1);
+    await waitFor(() => ready, 10_000, 'cat ready', 1);
+    cpu0 = await t.cpuMs();
     start = c.position;
     t0 = performance.now();
     c.send('\n');
-    await withTimeout(Promise.race([finished, waitFor(() => c.exited, 300_000, 'exit', 20).then(() => sleep(250))]), 300_000, 'daemon cat output');
+    // Every byte, or the end of the program (then whatever is still in flight gets 250 ms).
+    const ended = waitFor(() => complete || c.exited, 300_000, 'exit', 20).then(() => (complete ? undefined : sleep(250)));
+    await withTimeout(Promise.race([finished, ended]), 300_000, 'cat output');
+    cpuMs = (await t.cpuMs()) - cpu0; // read just after the last byte (or the exit)
   } finally {
-    c.close();
+    await t.finish(c);
   }
   const bytes = c.position - start;
   const ms = last - t0;
-  return { bytes, ms, mbps: bytes / MB / (ms / 1000), resyncs: c.resyncs };
+  return { bytes, ms, mbps: bytes / MB / (ms / 1000), cpuMsPerMB: cpuMs / (bytes / MB), resyncs: c.resyncs };
 }
 
-async function daemonEcho(d: DaemonHandle, warmup: number, keys: number): Promise<number[]> {
-  const id = await d.create('echo');
-  const c = await TermClient.connect(d, id);
-  let ready = c.snapshotText.includes('R');
+async function socketEcho(t: SocketTarget, warmup: number, keys: number): Promise<number[]> {
+  const c = await t.open('echo');
+  let ready = c.head.includes('R');
   let waiting: { byte: number; resolve: () => void } | null = null;
   c.onBytes = (data) => {
     if (!ready) {
@@ -255,76 +438,105 @@ async function daemonEcho(d: DaemonHandle, warmup: number, keys: number): Promis
     }
   };
   try {
-    await waitFor(() => ready, 10_000, 'daemon echo ready', 1);
+    await waitFor(() => ready, 10_000, 'echo ready', 1);
     return await keystrokes(warmup, keys, (key) => {
       const echoed = new Promise<void>((resolve) => (waiting = { byte: key[0], resolve }));
       c.send(key);
       return echoed;
     });
   } finally {
-    c.close();
-    await d.api('DELETE', `/api/sessions/${id}`);
+    await t.finish(c);
   }
 }
 
 // ── figures ─────────────────────────────────────────────────────────────
 
+type System = 'agentd' | 'relay' | 'raw';
+const SYSTEMS: System[] = ['raw', 'relay', 'agentd'];
+
+/** Round r runs the systems rotated by r: raw relay agentd, relay agentd raw, agentd raw relay, ... */
+function orderOf(n: number): System[] {
+  return SYSTEMS.map((_, i) => SYSTEMS[(i + n) % SYSTEMS.length]);
+}
+
+interface Systems {
+  agentd: SocketTarget;
+  relay: SocketTarget;
+  raw: Child;
+}
+
 interface ThroughputFigure {
   sizeMiB: number;
   rounds: number;
-  daemonMBps: Spread;
-  rawMBps: Spread;
-  /** daemon / raw, taken round by round. */
+  mbps: Record<System, Spread>;
+  seconds: Record<System, Spread>;
+  /** CPU of the serving process per MB: agentd (every thread), the relay, the raw reader. */
+  cpuMsPerMB: Record<System, Spread>;
+  /** agentd / raw node-pty, taken round by round: the goal. */
   ratio: Spread;
-  daemonSeconds: Spread;
-  rawSeconds: Spread;
-  /** Bytes short of the expected count, worst round (raw: node-pty's exit tail). */
-  daemonShortBytes: number;
-  rawShortBytes: number;
+  /** agentd / minimal relay, round by round: what agentd itself costs. */
+  ratioToRelay: Spread;
+  /** relay / raw, round by round: what the second process and the socket cost. */
+  relayRatio: Spread;
+  /** Bytes short of the expected count, worst round (raw: node-pty's exit tail, node-pty #72). */
+  shortBytes: Record<System, number>;
+  /** Snapshots agentd sent mid-stream because the client lagged. */
   resyncs: number;
 }
 
-async function measureThroughput(d: DaemonHandle, raw: Child, sizeMiB: number, file: string): Promise<ThroughputFigure> {
+const bySystem = <T>(f: (s: System) => T): Record<System, T> => ({ agentd: f('agentd'), relay: f('relay'), raw: f('raw') });
+const pairwise = (a: number[], b: number[]) => a.map((x, i) => x / b[i]);
+
+async function measureThroughput(sys: Systems, sizeMiB: number, file: string): Promise<ThroughputFigure> {
   const expected = 2 + ttyBytesOf(file); // the echoed newline, then the file with \n -> \r\n
-  const agent = `cat${sizeMiB}`;
-  const daemonRuns: ThroughputRun[] = [];
-  const rawRuns: ThroughputRun[] = [];
-  for (let round = 0; round < WARMUP_ROUNDS + THROUGHPUT_ROUNDS; round++) {
-    const measured = round >= WARMUP_ROUNDS;
-    const order = round % 2 === 0 ? ['raw', 'daemon'] : ['daemon', 'raw'];
-    for (const which of order) {
-      const run = which === 'raw' ? await raw.request<ThroughputRun>('throughput', { file, expected }) : await daemonThroughput(d, agent, expected);
-      if (measured) (which === 'raw' ? rawRuns : daemonRuns).push(run);
-      log(`  throughput ${sizeMiB} MiB ${measured ? `round ${round - WARMUP_ROUNDS + 1}` : 'warm-up'} ${which}: ${round2(run.mbps)} MB/s in ${round2(run.ms / 1000)} s${run.bytes < expected ? ` (${expected - run.bytes} bytes short)` : ''}`);
+  const program = `cat${sizeMiB}`;
+  const runs: Record<System, ThroughputRun[]> = { agentd: [], relay: [], raw: [] };
+  for (let n = 0; n < WARMUP_ROUNDS + THROUGHPUT_ROUNDS; n++) {
+    const measured = n >= WARMUP_ROUNDS;
+    for (const which of orderOf(n)) {
+      const run = which === 'raw' ? await sys.raw.request<ThroughputRun>('throughput', { file, expected }) : await socketThroughput(sys[which], program, expected);
+      if (measured) runs[which].push(run);
+      log(`  throughput ${sizeMiB} MiB ${measured ? `round ${n - WARMUP_ROUNDS + 1}` : 'warm-up'} ${which}: ${round2(run.mbps)} MB/s in ${round2(run.ms / 1000)} s, ${round(run.cpuMsPerMB, 1)} ms CPU/MB${run.bytes < expected ? ` (${expected - run.bytes} bytes short)` : ''}`);
     }
-    await d.forgetEnded();
   }
+  const mbps = (s: System) => runs[s].map((r) => r.mbps);
   return {
     sizeMiB,
     rounds: THROUGHPUT_ROUNDS,
-    daemonMBps: spread(daemonRuns.map((r) => r.mbps), 1),
-    rawMBps: spread(rawRuns.map((r) => r.mbps), 1),
-    ratio: spread(daemonRuns.map((r, i) => r.mbps / rawRuns[i].mbps), 2),
-    daemonSeconds: spread(daemonRuns.map((r) => r.ms / 1000), 2),
-    rawSeconds: spread(rawRuns.map((r) => r.ms / 1000), 2),
-    daemonShortBytes: Math.max(0, ...daemonRuns.map((r) => expected - r.bytes)),
-    rawShortBytes: Math.max(0, ...rawRuns.map((r) => expected - r.bytes)),
-    resyncs: daemonRuns.reduce((n, r) => n + (r.resyncs ?? 0), 0),
+    mbps: bySystem((s) => spread(mbps(s), 1)),
+    seconds: bySystem((s) => spread(runs[s].map((r) => r.ms / 1000), 2)),
+    cpuMsPerMB: bySystem((s) => spread(runs[s].map((r) => r.cpuMsPerMB), 1)),
+    ratio: spread(pairwise(mbps('agentd'), mbps('raw')), 2),
+    ratioToRelay: spread(pairwise(mbps('agentd'), mbps('relay')), 2),
+    relayRatio: spread(pairwise(mbps('relay'), mbps('raw')), 2),
+    shortBytes: bySystem((s) => Math.max(0, ...runs[s].map((r) => expected - r.bytes))),
+    resyncs: runs.agentd.reduce((n, r) => n + (r.resyncs ?? 0), 0),
   };
+}
+
+interface Percentiles {
+  p50: Spread;
+  p90: Spread;
+  p99: Spread;
+  max: Spread;
 }
 
 interface EchoFigure {
   rounds: number;
   keystrokes: number;
   warmupKeystrokes: number;
-  /** Median over rounds of each round's percentile, microseconds. */
-  daemon: { p50: Spread; p90: Spread; p99: Spread; max: Spread };
-  floor: { p50: Spread; p90: Spread; p99: Spread; max: Spread };
+  /** Median over rounds of each round's percentile, microseconds; raw = node-pty in-process, the floor. */
+  us: Record<System, Percentiles>;
+  /** agentd / floor, round by round. */
   p50Ratio: Spread;
   p99Ratio: Spread;
+  /** agentd / minimal relay, round by round. */
+  p50RatioToRelay: Spread;
+  /** relay / floor, round by round. */
+  relayP50Ratio: Spread;
 }
 
-function percentiles(rounds: number[][]): EchoFigure['daemon'] {
+function percentiles(rounds: number[][]): Percentiles {
   return {
     p50: spread(rounds.map((s) => percentile(s, 50)), 0),
     p90: spread(rounds.map((s) => percentile(s, 90)), 0),
@@ -333,30 +545,27 @@ function percentiles(rounds: number[][]): EchoFigure['daemon'] {
   };
 }
 
-async function measureEcho(d: DaemonHandle, raw: Child): Promise<EchoFigure> {
-  const daemonRounds: number[][] = [];
-  const rawRounds: number[][] = [];
-  for (let round = 0; round < WARMUP_ROUNDS + ECHO_ROUNDS; round++) {
-    const measured = round >= WARMUP_ROUNDS;
-    const order = round % 2 === 0 ? ['raw', 'daemon'] : ['daemon', 'raw'];
-    for (const which of order) {
+async function measureEcho(sys: Systems): Promise<EchoFigure> {
+  const rounds: Record<System, number[][]> = { agentd: [], relay: [], raw: [] };
+  for (let n = 0; n < WARMUP_ROUNDS + ECHO_ROUNDS; n++) {
+    const measured = n >= WARMUP_ROUNDS;
+    for (const which of orderOf(n)) {
       const samples =
-        which === 'raw'
-          ? await raw.request<number[]>('echo', { warmup: ECHO_WARMUP_KEYS, keys: ECHO_KEYS })
-          : await daemonEcho(d, ECHO_WARMUP_KEYS, ECHO_KEYS);
-      if (measured) (which === 'raw' ? rawRounds : daemonRounds).push(samples);
-      log(`  echo ${measured ? `round ${round - WARMUP_ROUNDS + 1}` : 'warm-up'} ${which}: p50 ${Math.round(percentile(samples, 50))} us, p99 ${Math.round(percentile(samples, 99))} us`);
+        which === 'raw' ? await sys.raw.request<number[]>('echo', { warmup: ECHO_WARMUP_KEYS, keys: ECHO_KEYS }) : await socketEcho(sys[which], ECHO_WARMUP_KEYS, ECHO_KEYS);
+      if (measured) rounds[which].push(samples);
+      log(`  echo ${measured ? `round ${n - WARMUP_ROUNDS + 1}` : 'warm-up'} ${which}: p50 ${Math.round(percentile(samples, 50))} us, p99 ${Math.round(percentile(samples, 99))} us`);
     }
-    await d.forgetEnded();
   }
+  const pct = (s: System, p: number) => rounds[s].map((x) => percentile(x, p));
   return {
     rounds: ECHO_ROUNDS,
     keystrokes: ECHO_KEYS,
     warmupKeystrokes: ECHO_WARMUP_KEYS,
-    daemon: percentiles(daemonRounds),
-    floor: percentiles(rawRounds),
-    p50Ratio: spread(daemonRounds.map((s, i) => percentile(s, 50) / percentile(rawRounds[i], 50)), 2),
-    p99Ratio: spread(daemonRounds.map((s, i) => percentile(s, 99) / percentile(rawRounds[i], 99)), 2),
+    us: bySystem((s) => percentiles(rounds[s])),
+    p50Ratio: spread(pairwise(pct('agentd', 50), pct('raw', 50)), 2),
+    p99Ratio: spread(pairwise(pct('agentd', 99), pct('raw', 99)), 2),
+    p50RatioToRelay: spread(pairwise(pct('agentd', 50), pct('relay', 50)), 2),
+    relayP50Ratio: spread(pairwise(pct('relay', 50), pct('raw', 50)), 2),
   };
 }
 
@@ -374,6 +583,10 @@ interface MemoryFigure {
   rssAfterOutputMB: Array<{ seconds: number; rssMB: number }>;
   spawnAllSeconds: number;
   printAllSeconds: number;
+  /** node-pty alone holding the same shells in its own process: RSS per session after GC. */
+  rawPerSessionMB: number;
+  /** daemon / raw, per session. */
+  ratio: number;
 }
 
 /** 1 MB of agent-like terminal output (colours, redraws) when bench/termOutput is there, else base64 lines. */
@@ -382,7 +595,10 @@ function memoryOutputFile(): { file: string; kind: string } {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const { agentLikeOutput } = require('./termOutput') as { agentLikeOutput: (bytes: number, seed?: number) => Buffer };
     const file = join(os.tmpdir(), `agentd-bench-agentlike-${MEMORY_PRINT_BYTES}.txt`);
-    if (!existsSync(file)) writeFileSync(file, agentLikeOutput(MEMORY_PRINT_BYTES, 7).subarray(0, MEMORY_PRINT_BYTES));
+    if (!existsSync(file)) {
+      writeFileSync(`${file}.${process.pid}.partial`, agentLikeOutput(MEMORY_PRINT_BYTES, 7).subarray(0, MEMORY_PRINT_BYTES));
+      renameSync(`${file}.${process.pid}.partial`, file);
+    }
     return { file, kind: 'agent-like terminal output (bench/termOutput.ts: colours, diffs, spinners)' };
   } catch {
     return { file: base64File(MEMORY_PRINT_BYTES), kind: 'base64 text in 100-character lines' };
@@ -391,9 +607,22 @@ function memoryOutputFile(): { file: string; kind: string } {
 
 async function measureMemory(): Promise<MemoryFigure> {
   const { file, kind } = memoryOutputFile();
+  const daemon = await measureDaemonMemory(file, kind);
+  const { child: raw } = await Child.start(join(__dirname, 'core.js'), ['raw'], { name: 'raw node-pty (memory)', execArgv: ['--expose-gc'] });
+  try {
+    const ref = await raw.request<{ baseline: number; settled: number }>('memory', { file, sessions: MEMORY_SESSIONS, printBytes: MEMORY_PRINT_BYTES });
+    const rawPerSessionMB = round((ref.settled - ref.baseline) / MEMORY_SESSIONS / MB, 3);
+    log(`  memory: node-pty alone, ${MEMORY_SESSIONS} shells: ${rawPerSessionMB} MB per session (baseline ${mb(ref.baseline)} MB)`);
+    return { ...daemon, rawPerSessionMB, ratio: round(daemon.perSession.rssMB / Math.max(rawPerSessionMB, 0.001), 0) };
+  } finally {
+    await raw.stop();
+  }
+}
+
+async function measureDaemonMemory(file: string, kind: string): Promise<Omit<MemoryFigure, 'rawPerSessionMB' | 'ratio'>> {
   const d = await startDaemon({
     execArgv: ['--expose-gc'],
-    agents: { memshell: { command: 'bash', args: ['-c', 'cat "$0"; exec bash --norc --noprofile -i', file], env: PLAIN_SHELL_ENV } },
+    agents: { memshell: { command: 'bash', args: ['-c', MEMORY_SHELL, file], env: PLAIN_SHELL_ENV } },
     // Room for the sessions; memory limits far away so no rule interferes.
     config: { maxConcurrentSessions: MEMORY_SESSIONS + 10, maxTotalMemoryGB: 64 },
   });
@@ -482,24 +711,28 @@ export async function run(opts: { only?: string[]; quiet?: boolean } = {}): Prom
   const started = performance.now();
   const result: Record<string, unknown> = { machine: machineNotes(), store: store === 'sqlite' ? 'SqliteStore (real, WAL, tmp dataDir)' : 'MemoryStore' };
   const summary: SummaryRow[] = [];
+  /** Rows that are not goals: where the time goes. Printed after the goals. */
+  const notes: SummaryRow[] = [];
 
   if (only.includes('throughput') || only.includes('echo')) {
-    const files = new Map(THROUGHPUT_SIZES_MIB.map((s) => [s, base64File(s * MiB)]));
-    const agents: Record<string, { command: string; args: string[]; env?: Record<string, string> }> = { echo: ECHO_PROGRAM };
-    for (const [size, file] of files) agents[`cat${size}`] = gatedCat(file);
-    const d = await startDaemon({ agents, store });
+    const files = new Map(THROUGHPUT_SIZES_MIB.map((size) => [size, base64File(size * MiB)]));
+    const programs: Record<string, { command: string; args: string[] }> = { echo: ECHO_PROGRAM };
+    for (const [size, file] of files) programs[`cat${size}`] = gatedCat(file);
+    const d = await startDaemon({ agents: programs, store });
     const { child: raw } = await Child.start(join(__dirname, 'core.js'), ['raw'], { name: 'raw node-pty' });
-    log(`core: daemon pid ${d.pid} (${store} store), raw node-pty pid ${raw.pid}, client pid ${process.pid}`);
+    const { child: relay, ready } = await Child.start<{ port: number }>(join(__dirname, 'core.js'), ['relay'], { name: 'minimal relay' });
+    const sys: Systems = { agentd: agentdTarget(d), relay: relayTarget(relay, ready.port, programs), raw };
+    log(`core: agentd pid ${d.pid} (${store} store), minimal relay pid ${relay.pid}, raw node-pty pid ${raw.pid}, client pid ${process.pid}`);
     try {
       if (only.includes('throughput')) {
         const figures: ThroughputFigure[] = [];
-        for (const [size, file] of files) figures.push(await measureThroughput(d, raw, size, file));
+        for (const [size, file] of files) figures.push(await measureThroughput(sys, size, file));
         result.throughput = figures;
         for (const f of figures) {
           summary.push({
-            figure: `throughput ${f.sizeMiB} MiB (MB/s)`,
-            value: fmt(f.daemonMBps),
-            reference: `raw node-pty ${fmt(f.rawMBps)}`,
+            figure: `throughput ${f.sizeMiB} MiB, MB/s`,
+            value: fmt(f.mbps.agentd),
+            reference: `raw node-pty ${fmt(f.mbps.raw)}`,
             ratio: fmt(f.ratio),
             goal: `>= ${GOALS.throughputRatio}x`,
             met: f.ratio.median >= GOALS.throughputRatio,
@@ -507,26 +740,49 @@ export async function run(opts: { only?: string[]; quiet?: boolean } = {}): Prom
         }
       }
       if (only.includes('echo')) {
-        const e = await measureEcho(d, raw);
+        const e = await measureEcho(sys);
         result.echo = e;
         summary.push({
-          figure: 'echo p50 (us)',
-          value: fmt(e.daemon.p50),
-          reference: `node-pty in-process ${fmt(e.floor.p50)}`,
+          figure: 'echo p50, us',
+          value: fmt(e.us.agentd.p50),
+          reference: `node-pty in-process ${fmt(e.us.raw.p50)}`,
           ratio: fmt(e.p50Ratio),
           goal: `<= ${GOALS.echoP50Ratio}x floor`,
           met: e.p50Ratio.median <= GOALS.echoP50Ratio,
         });
         summary.push({
-          figure: 'echo p99 (us)',
-          value: fmt(e.daemon.p99),
-          reference: `node-pty in-process ${fmt(e.floor.p99)}`,
+          figure: 'echo p99, us',
+          value: fmt(e.us.agentd.p99),
+          reference: `node-pty in-process ${fmt(e.us.raw.p99)}`,
           ratio: fmt(e.p99Ratio),
           goal: `<= ${GOALS.echoP99Ms * 1000} us`,
-          met: e.daemon.p99.median <= GOALS.echoP99Ms * 1000,
+          met: e.us.agentd.p99.median <= GOALS.echoP99Ms * 1000,
+        });
+      }
+      // Not goals: where the time goes (the relay is the least a second process and a socket cost).
+      for (const f of (result.throughput as ThroughputFigure[] | undefined) ?? []) {
+        notes.push({
+          figure: `throughput ${f.sizeMiB} MiB vs minimal relay`,
+          value: `agentd ${f.mbps.agentd.median}, relay ${f.mbps.relay.median} MB/s`,
+          reference: `CPU/MB ms: agentd ${f.cpuMsPerMB.agentd.median}, relay ${f.cpuMsPerMB.relay.median}, raw ${f.cpuMsPerMB.raw.median}`,
+          ratio: `agentd/relay ${fmt(f.ratioToRelay)}; relay/raw ${f.relayRatio.median}`,
+          goal: '-',
+          met: null,
+        });
+      }
+      const e = result.echo as EchoFigure | undefined;
+      if (e) {
+        notes.push({
+          figure: 'echo p50 vs minimal relay, us',
+          value: `agentd ${e.us.agentd.p50.median}, relay ${e.us.relay.p50.median}`,
+          reference: `relay p99 ${e.us.relay.p99.median}`,
+          ratio: `agentd/relay ${fmt(e.p50RatioToRelay)}; relay/floor ${e.relayP50Ratio.median}`,
+          goal: '-',
+          met: null,
         });
       }
     } finally {
+      await relay.stop();
       await raw.stop();
       await d.stop();
     }
@@ -538,14 +794,15 @@ export async function run(opts: { only?: string[]; quiet?: boolean } = {}): Prom
     summary.push({
       figure: `daemon RSS per idle session (MB), ${m.sessions} sessions`,
       value: String(m.perSession.rssMB),
-      reference: `baseline RSS ${mb(m.baseline.rss)} MB; research: node-pty alone 0.009 MB`,
-      ratio: '-',
+      reference: `node-pty alone ${m.rawPerSessionMB}`,
+      ratio: String(m.ratio),
       goal: `<= ${GOALS.memoryPerSessionMB} MB`,
       met: m.perSession.rssMB <= GOALS.memoryPerSessionMB,
     });
   }
 
-  result.summary = summary;
+  result.summary = [...summary, ...notes];
+  result.loadavgAtEnd = os.loadavg().map((l) => round2(l));
   result.seconds = round2((performance.now() - started) / 1000);
   return result;
 }
@@ -553,6 +810,8 @@ export async function run(opts: { only?: string[]; quiet?: boolean } = {}): Prom
 if (require.main === module) {
   if (process.argv[2] === 'raw') {
     rawMain();
+  } else if (process.argv[2] === 'relay') {
+    relayMain();
   } else {
     run()
       .then((result) => {

@@ -9,7 +9,7 @@
  */
 import { ChildProcess, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -101,24 +101,24 @@ const LINE_CHARS = 100;
 export function base64File(bytes: number): string {
   const file = join(os.tmpdir(), `agentd-bench-b64-${bytes}.txt`);
   if (existsSync(file) && statSync(file).size === bytes) return file;
-  const fd = openSync(file, 'w');
+  // Written aside, then renamed: a run that is stopped, or one beside it, never sees half a file.
+  const partial = `${file}.${process.pid}.partial`;
+  const fd = openSync(partial, 'w');
   try {
-    const perLine = LINE_CHARS + 1;
     const blockLines = 10_000;
-    let left = bytes;
-    while (left > 0) {
+    for (let left = bytes; left > 0; ) {
       const text = randomBytes(blockLines * 75).toString('base64'); // 75 bytes -> 100 characters
       const lines: string[] = [];
       for (let i = 0; i < blockLines; i++) lines.push(text.slice(i * LINE_CHARS, (i + 1) * LINE_CHARS));
-      let block = Buffer.from(lines.join('\n') + '\n');
-      if (block.length > left) block = block.subarray(0, left);
-      writeSync(fd, block);
-      left -= block.length;
-      if (block.length < blockLines * perLine && left > 0) throw new Error('short block');
+      const block = Buffer.from(lines.join('\n') + '\n');
+      const part = block.length > left ? block.subarray(0, left) : block;
+      writeSync(fd, part);
+      left -= part.length;
     }
   } finally {
     closeSync(fd);
   }
+  renameSync(partial, file);
   return file;
 }
 
@@ -278,6 +278,8 @@ export interface DaemonHandle {
   create(agent: string, extra?: Record<string, unknown>): Promise<string>;
   /** Memory of the daemon process; after a full GC of its main thread if started with --expose-gc, unless `gc` is false. */
   memory(gc?: boolean): Promise<DaemonMemory>;
+  /** CPU time the daemon process has used so far (all threads), in ms. */
+  cpuMs(): Promise<number>;
   /** Removes ended sessions and their stored history (between rounds: keeps the daemon's state and disk flat). */
   forgetEnded(): Promise<number>;
   stop(): Promise<void>;
@@ -314,6 +316,10 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<DaemonHandl
     },
     memory: (gc = true) => child.request<DaemonMemory>('memory', { gc }),
     forgetEnded: () => child.request<number>('forget-ended'),
+    cpuMs: async () => {
+      const u = await child.request<NodeJS.CpuUsage>('cpu');
+      return (u.user + u.system) / 1000;
+    },
     async stop() {
       await child.stop();
       rmSync(root, { recursive: true, force: true });
@@ -361,6 +367,8 @@ async function daemonMain(specJson: string): Promise<void> {
         }
         return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, fds };
       },
+      /** CPU of the whole process (every thread: the screen worker too), microseconds. */
+      cpu: () => process.cpuUsage(),
       'forget-ended': () => {
         let n = 0;
         for (const s of app.pool.list()) {
@@ -380,6 +388,8 @@ async function daemonMain(specJson: string): Promise<void> {
 
 // ── a terminal-socket client ────────────────────────────────────────────
 
+const HEAD_CHARS = 4096;
+
 /**
  * A lean client of `/api/sessions/:id/ws`: keeps the stream position
  * (`attached`/`snapshot` offsets + binary bytes), acks every `ackEvery`
@@ -394,19 +404,21 @@ export class TermClient {
   closed = false;
   snapshotText = '';
   attached = false;
-  onBytes: ((data: Buffer, at: number) => void) | null = null;
+  /** The first output the socket carried (snapshot text, then bytes): to see a ready marker that came before `onBytes` was set. */
+  head = '';
+  onBytes: ((data: Buffer) => void) | null = null;
   private lastAck = 0;
 
   private constructor(readonly ws: WebSocket, private readonly ackEvery: number) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) {
-        const at = this.position;
         this.position += data.length;
         if (this.ackEvery && this.position - this.lastAck >= this.ackEvery) {
           this.lastAck = this.position;
           ws.send(`{"type":"ack","offset":${this.position}}`);
         }
-        this.onBytes?.(data, at);
+        if (this.head.length < HEAD_CHARS) this.head += data.toString('latin1', 0, HEAD_CHARS);
+        this.onBytes?.(data);
         return;
       }
       const frame = JSON.parse(data.toString('utf8')) as { type: string; offset?: number; data?: string };
@@ -417,6 +429,7 @@ export class TermClient {
         if (this.snapshots++ > 0) this.resyncs++;
         this.position = frame.offset!;
         this.snapshotText = frame.data ?? '';
+        if (this.head.length < HEAD_CHARS) this.head += this.snapshotText.slice(0, HEAD_CHARS);
       } else if (frame.type === 'exit') {
         this.exited = true;
       }

@@ -10,7 +10,7 @@
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { machineNotes, round } from './lib';
+import { fmt, machineNotes, round, Spread } from './lib';
 
 const BENCHES = ['core', 'persist', 'health'] as const;
 
@@ -27,12 +27,24 @@ function load(name: string): BenchModule | null {
   }
 }
 
+/** A table cell: a {median,min,max} as "m [min..max]", other objects as compact JSON. */
+function cell(v: unknown): unknown {
+  if (!v || typeof v !== 'object') return v;
+  const s = v as { median?: unknown; min?: unknown; max?: unknown };
+  if (typeof s.median === 'number' && typeof s.min === 'number' && typeof s.max === 'number') return fmt(s as Spread);
+  return JSON.stringify(v);
+}
+
+function table(rows: unknown[]): void {
+  console.table(rows.map((r) => (r && typeof r === 'object' ? Object.fromEntries(Object.entries(r).map(([k, v]) => [k, cell(v)])) : r)));
+}
+
 /** A bench's own summary rows if it gives some (`summary: [...]`), else its result as is. */
 function printResult(name: string, result: unknown): void {
   console.log(`\n== ${name} ==`);
   const rows = (result as { summary?: unknown })?.summary;
-  if (Array.isArray(rows) && rows.length) console.table(rows);
-  else if (Array.isArray(result)) console.table(result);
+  if (Array.isArray(rows) && rows.length) table(rows);
+  else if (Array.isArray(result)) table(result);
   else console.log(JSON.stringify(result, null, 2));
 }
 
@@ -71,6 +83,11 @@ async function main(): Promise<void> {
   console.table(status);
   console.log(`full results: ${file}`);
   if (status.some((s) => s.status.startsWith('failed'))) process.exitCode = 1;
+  // A bench that left a timer or a socket behind must not hang `npm run bench`: say so and leave.
+  setTimeout(() => {
+    console.error('a bench left handles open (timers, sockets or children): exiting anyway');
+    process.exit();
+  }, 5_000).unref();
 }
 
 main().catch((err) => {

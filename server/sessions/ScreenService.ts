@@ -12,11 +12,15 @@ export interface Snapshot {
 }
 
 /**
- * Bytes a session may have in flight to the worker before we stop feeding it:
- * the worker parses ~25 MB/s, a flood runs at ~60 MB/s; past this the model is
- * rebuilt from the newest bytes instead of falling ever further behind.
+ * Bytes a session may have in flight to the worker before we stop feeding it.
+ * The worker parses ~25–50 MB/s and a flood (`cat` of a big file) arrives at
+ * ~60 MB/s: parsing all of it costs ~20 ms of CPU per MB, which on two cores
+ * halves the stream's throughput (bench/core.ts). Past this lag the model
+ * stops parsing and is rebuilt from the newest bytes when it is next needed —
+ * exact for line output, which is what floods are; agents' own bursts stay
+ * far below it.
  */
-const MAX_BACKLOG_BYTES = 16 * 1024 * 1024;
+const MAX_BACKLOG_BYTES = 1024 * 1024;
 /** Bytes replayed into a rebuilt model after a flood. */
 const REBUILD_TAIL_BYTES = 256 * 1024;
 const SNAPSHOT_TIMEOUT_MS = 10_000;

@@ -28,6 +28,8 @@ export const ENTER_PAUSE_MS = 150;
 export const RING_BYTES = 1024 * 1024;
 /** How long close waits for the pty to report exit once every process is gone. */
 const EXIT_WAIT_MS = 5_000;
+/** A session whose output has been quiet this long keeps its bytes only in the store. */
+const RING_TRIM_AFTER_MS = 60_000;
 /** A keep-alive moves the stored deadline only when it moved at least this much. */
 const KEEPALIVE_PERSIST_MS = 1_000;
 /** An agent that has not said it is ready after this long is taken as ready (its hooks may be broken), with a warning. */
@@ -78,6 +80,8 @@ export class Session extends Disposable implements MonitoredSession {
   private exitWaiters: Array<() => void> = [];
   private finalSnapshot: Promise<void> = Promise.resolve();
   private persistedExpiresAt = 0;
+  private trimTimer: NodeJS.Timeout | null = null;
+  private lastOutputMono = 0;
   private readyTimer: NodeJS.Timeout | null = null;
   /** Monotonic time of the last revival, to tell a resume that failed at once. */
   private revivedAtMono: number | null = null;
@@ -232,6 +236,25 @@ export class Session extends Disposable implements MonitoredSession {
     this.screenKeeper.noteOutput(chunk);
     this.turns?.onOutput(chunk);
     this.driver.onOutput(chunk);
+    this.lastOutputMono = this.deps.clock.monotonic();
+    if (!this.trimTimer) this.armTrim();
+  }
+
+  /**
+   * A session quiet for a while drops its in-memory ring: its bytes are in the
+   * store (which serves resumes and history), and a hundred idle sessions must
+   * not hold a megabyte each. Not while the store is degraded (unsaved bytes
+   * live only in memory then).
+   */
+  private armTrim(): void {
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = null;
+      const quietFor = this.deps.clock.monotonic() - this.lastOutputMono;
+      if (quietFor < RING_TRIM_AFTER_MS || this.deps.store.health().status !== 'ok') return this.armTrim();
+      this.deps.store.flush();
+      if (this.deps.store.health().status === 'ok' && this.deps.store.outputRange(this.id).end >= this.log.end) this.log.clear();
+    }, RING_TRIM_AFTER_MS);
+    this.trimTimer.unref();
   }
 
   // ---- input ----
@@ -566,6 +589,7 @@ export class Session extends Disposable implements MonitoredSession {
 
   override dispose(): void {
     if (this.readyTimer) clearTimeout(this.readyTimer);
+    if (this.trimTimer) clearTimeout(this.trimTimer);
     this.pty?.dispose();
     this.pty = null;
     super.dispose();

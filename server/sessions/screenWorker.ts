@@ -5,6 +5,8 @@
  * A terminal that has been quiet for a while is serialized and disposed, so an
  * idle session costs a string, not a live terminal (~17 MB with scrollback).
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { parentPort } from 'node:worker_threads';
 import { Terminal } from '@xterm/headless';
 import { SerializeAddon } from '@xterm/addon-serialize';
@@ -15,14 +17,16 @@ export const SCREEN_SCROLLBACK = 1_000;
 /** A terminal unused this long is folded into its serialized form. */
 const EVICT_AFTER_MS = 15_000;
 const EVICT_SWEEP_MS = 5_000;
+/** Live terminals kept at most (~2.5 MB each); the least recently used beyond this are folded. */
+const MAX_LIVE = 16;
 
 interface ScreenState {
   cols: number;
   rows: number;
   term: Terminal | null;
   serializer: SerializeAddon | null;
-  /** Serialized form while no live terminal is held. */
-  folded: string;
+  /** Serialized form (UTF-8) while no live terminal is held: a flat Buffer, not the string rope serialize() builds (~2 MB of heap). */
+  folded: Buffer | null;
   consumed: number;
   lastUse: number;
 }
@@ -38,25 +42,50 @@ function live(state: ScreenState): Terminal {
   if (state.folded) term.write(state.folded);
   state.term = term;
   state.serializer = serializer;
-  state.folded = '';
+  state.folded = null;
+  if (++liveCount > MAX_LIVE) foldLeastRecent(state);
   return term;
 }
 
 function serialize(state: ScreenState): string {
-  if (!state.term || !state.serializer) return state.folded;
+  if (!state.term || !state.serializer) return state.folded ? state.folded.toString('utf8') : '';
   return state.serializer.serialize({ scrollback: SCREEN_SCROLLBACK });
 }
+
+/**
+ * A garbage collection on demand: folded terminals leave garbage that an idle
+ * worker would otherwise keep for good (workers cannot take --expose-gc).
+ */
+const collect: (() => void) | null = (() => {
+  try {
+    setFlagsFromString('--expose-gc');
+    return runInNewContext('gc') as () => void;
+  } catch {
+    return null;
+  }
+})();
+
+let liveCount = 0;
+let foldedSinceGc = false;
 
 function fold(state: ScreenState): void {
   if (!state.term) return;
   const term = state.term;
   term.write('', () => {
     if (state.term !== term) return;
-    state.folded = serialize(state);
+    state.folded = Buffer.from(serialize(state), 'utf8');
     term.dispose();
     state.term = null;
     state.serializer = null;
+    liveCount--;
+    foldedSinceGc = true;
   });
+}
+
+function foldLeastRecent(except: ScreenState): void {
+  let oldest: ScreenState | null = null;
+  for (const s of screens.values()) if (s !== except && s.term && (!oldest || s.lastUse < oldest.lastUse)) oldest = s;
+  if (oldest) fold(oldest);
 }
 
 function reply(message: ScreenReply): void {
@@ -71,7 +100,7 @@ function handle(msg: ScreenRequest): void {
         rows: msg.rows,
         term: null,
         serializer: null,
-        folded: msg.base ?? '',
+        folded: msg.base ? Buffer.from(msg.base, 'utf8') : null,
         consumed: msg.offset,
         lastUse: Date.now(),
       });
@@ -122,7 +151,10 @@ function handle(msg: ScreenRequest): void {
     }
     case 'close': {
       const state = screens.get(msg.id);
-      state?.term?.dispose();
+      if (state?.term) {
+        state.term.dispose();
+        liveCount--;
+      }
       screens.delete(msg.id);
       return;
     }
@@ -141,5 +173,9 @@ parentPort!.on('message', (msg: ScreenRequest) => {
 const sweep = setInterval(() => {
   const now = Date.now();
   for (const state of screens.values()) if (state.term && now - state.lastUse > EVICT_AFTER_MS) fold(state);
+  if (foldedSinceGc && collect) {
+    foldedSinceGc = false;
+    collect();
+  }
 }, EVICT_SWEEP_MS);
 sweep.unref();
