@@ -29,7 +29,7 @@ export const RING_BYTES = 1024 * 1024;
 /** How long close waits for the pty to report exit once every process is gone. */
 const EXIT_WAIT_MS = 5_000;
 /** A session whose output has been quiet this long keeps its bytes only in the store. */
-const RING_TRIM_AFTER_MS = 60_000;
+const RING_TRIM_AFTER_MS = 20_000;
 /** A keep-alive moves the stored deadline only when it moved at least this much. */
 const KEEPALIVE_PERSIST_MS = 1_000;
 /** An agent that has not said it is ready after this long is taken as ready (its hooks may be broken), with a warning. */
@@ -246,14 +246,15 @@ export class Session extends Disposable implements MonitoredSession {
    * not hold a megabyte each. Not while the store is degraded (unsaved bytes
    * live only in memory then).
    */
-  private armTrim(): void {
+  private armTrim(delay = RING_TRIM_AFTER_MS): void {
     this.trimTimer = setTimeout(() => {
       this.trimTimer = null;
       const quietFor = this.deps.clock.monotonic() - this.lastOutputMono;
-      if (quietFor < RING_TRIM_AFTER_MS || this.deps.store.health().status !== 'ok') return this.armTrim();
+      if (quietFor < RING_TRIM_AFTER_MS) return this.armTrim(RING_TRIM_AFTER_MS - quietFor + 10);
+      if (this.deps.store.health().status !== 'ok') return this.armTrim();
       this.deps.store.flush();
       if (this.deps.store.health().status === 'ok' && this.deps.store.outputRange(this.id).end >= this.log.end) this.log.clear();
-    }, RING_TRIM_AFTER_MS);
+    }, delay);
     this.trimTimer.unref();
   }
 
