@@ -62,14 +62,14 @@ export class MemoryStore implements SessionStore {
   }
 
   appendOutput(sessionId: string, offset: number, data: Buffer): void {
-    if (data.length > 0) this.outputOf(sessionId).append(offset, data, this.maxHistoryBytes);
+    if (data.length > 0) this.outputOf(sessionId).append(offset, data, this.maxHistoryBytes, 0);
   }
 
   readOutput(sessionId: string, from: number, to?: number): OutputSlice | null {
     const output = this.outputs.get(sessionId) ?? SessionOutput.empty();
     if (from < output.start) return null;
     const stop = Math.min(to ?? output.end, output.end);
-    return { offset: from, data: from >= stop ? Buffer.alloc(0) : Buffer.concat(output.queuedSlices(from, stop)) };
+    return { offset: from, data: from >= stop ? Buffer.alloc(0) : Buffer.concat(output.memorySlices(from, stop)) };
   }
 
   outputRange(sessionId: string): { start: number; end: number } {

@@ -1,4 +1,4 @@
-import { brotliCompressSync, brotliDecompressSync, constants, gunzipSync, gzipSync } from 'node:zlib';
+import { brotliCompress, brotliCompressSync, brotliDecompressSync, constants, gunzipSync, gzipSync, type BrotliOptions } from 'node:zlib';
 
 /**
  * How output rows and snapshots are compressed. Shared by the main thread
@@ -38,19 +38,35 @@ export interface CodecSettings {
 
 export const DEFAULT_CODEC: CodecSettings = { pieceQuality: 1, segmentQuality: 6, snapshotLevel: 6 };
 
-/** Compresses `raw` as one row; RAW when brotli does not make it smaller (random bytes). */
-export function packOutput(raw: Uint8Array, kind: typeof OutputKind.PIECE | typeof OutputKind.SEGMENT, settings: CodecSettings): { kind: OutputKind; data: Buffer } {
-  const quality = kind === OutputKind.PIECE ? settings.pieceQuality : settings.segmentQuality;
-  const packed = brotliCompressSync(raw, {
+export type PackKind = typeof OutputKind.PIECE | typeof OutputKind.SEGMENT;
+
+function brotliOptions(length: number, kind: PackKind, settings: CodecSettings): BrotliOptions {
+  return {
     params: {
-      [constants.BROTLI_PARAM_QUALITY]: quality,
+      [constants.BROTLI_PARAM_QUALITY]: kind === OutputKind.PIECE ? settings.pieceQuality : settings.segmentQuality,
       // A window just large enough for the row: less memory and setup for small rows.
-      [constants.BROTLI_PARAM_LGWIN]: Math.max(constants.BROTLI_MIN_WINDOW_BITS + 6, Math.min(24, Math.ceil(Math.log2(Math.max(raw.length, 1))))),
-      [constants.BROTLI_PARAM_SIZE_HINT]: raw.length,
+      [constants.BROTLI_PARAM_LGWIN]: Math.max(16, Math.min(24, Math.ceil(Math.log2(Math.max(length, 1))))),
+      [constants.BROTLI_PARAM_SIZE_HINT]: length,
     },
-  });
+  };
+}
+
+/** `packed` if it is smaller than `raw`, else a copy of `raw` as a RAW row (random bytes do not shrink). */
+function smaller(raw: Uint8Array, packed: Buffer, kind: PackKind): { kind: OutputKind; data: Buffer } {
   if (packed.length < raw.length) return { kind, data: packed };
-  return { kind: OutputKind.RAW, data: Buffer.from(raw.buffer, raw.byteOffset, raw.length) };
+  return { kind: OutputKind.RAW, data: Buffer.from(raw) };
+}
+
+/** Compresses `raw` as one row, on this thread. */
+export function packOutput(raw: Uint8Array, kind: PackKind, settings: CodecSettings): { kind: OutputKind; data: Buffer } {
+  return smaller(raw, brotliCompressSync(raw, brotliOptions(raw.length, kind, settings)), kind);
+}
+
+/** Compresses `raw` as one row on libuv's thread pool (the fallback when there is no worker). */
+export function packOutputAsync(raw: Uint8Array, kind: PackKind, settings: CodecSettings): Promise<{ kind: OutputKind; data: Buffer }> {
+  return new Promise((resolve, reject) => {
+    brotliCompress(raw, brotliOptions(raw.length, kind, settings), (err, packed) => (err ? reject(err) : resolve(smaller(raw, packed, kind))));
+  });
 }
 
 /** The bytes of one output row. */

@@ -1,69 +1,60 @@
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { OutputKind, unpackOutput } from './codec';
 import type { SessionOutput } from './SessionOutput';
 import type { Statements } from './statements';
 
-export interface ChunkSettings {
-  /** Largest chunk row, in raw bytes. */
-  chunkBytes: number;
-  /** Chunks at least this large are compressed; a smaller newest chunk stays raw and grows. */
-  sealBytes: number;
-  compressionLevel: number;
-  maxHistoryBytes: number;
-}
-
-/** What a session has on disk after a flush. */
+/** What a session has on disk after a commit, and what became of its compaction. */
 export interface StoredRange {
   start: number;
   end: number;
-  lastChunkStart: number | null;
+  /** New pieces written (uncompacted rows). */
+  pieces: number;
+  compaction: 'applied' | 'stale' | 'none';
 }
 
 /**
- * Writes a session's queued output as chunk rows of at most `chunkBytes`,
- * inside the caller's transaction, then applies the history cap by dropping
- * whole chunks that end before `end - maxHistoryBytes`. A newest chunk under
- * `sealBytes` is read back and rewritten with the next bytes, so a quiet
- * session neither leaves slivers nor pays for gzip on every tick: a chunk is
- * compressed once, when it reaches `sealBytes`.
+ * Writes, inside the caller's transaction, what a session has ready: its
+ * packed rows, then (if `swapIn`) its compacted segments in place of the
+ * pieces they were made from, if those are still there, then applies the
+ * history cap by dropping whole rows that end before `end - maxHistoryBytes`.
+ * Rows already hold their final bytes: nothing is compressed here.
  */
-export function writeChunks(stmts: Statements, id: string, output: SessionOutput, settings: ChunkSettings): StoredRange {
+export function writeOutput(stmts: Statements, id: string, output: SessionOutput, maxHistoryBytes: number, swapIn: boolean): StoredRange {
   if (output.dropStored) stmts.deleteOutput.run(id);
-  let data = Buffer.concat(output.pieces);
-  let at = output.queueStart;
-  let start = output.hasStored ? output.storedStart : output.queueStart;
-  let lastChunkStart = output.hasStored ? output.lastChunkStart : null;
-  if (lastChunkStart !== null && output.storedEnd - lastChunkStart < settings.sealBytes) {
-    const tail = stmts.chunkAt.get(id, output.storedEnd);
-    if (tail) {
-      data = Buffer.concat([tail.compressed ? gunzipSync(tail.data) : tail.data, data]);
-      at = tail.start;
-      stmts.deleteChunkAt.run(id, tail.end);
+  for (const row of output.packed) stmts.insertChunk.run(id, row.start, row.end, row.kind, row.data);
+  let start = output.storedStart; // packed rows continue at storedEnd, which is storedStart when nothing is stored
+  const end = output.packed.length > 0 ? output.packedEnd : output.storedEnd;
+
+  let compaction: StoredRange['compaction'] = 'none';
+  const c = output.compaction;
+  if (c?.rows && swapIn) {
+    // Stale if what it covers moved since (history cap, restart) or, read back from disk, its rows changed.
+    const fresh = c.start === output.uncompactedStart && c.end <= output.storedEnd && sameRows(stmts.rowsIn.all(id, c.start, c.end), c.source);
+    compaction = fresh && !output.dropStored ? 'applied' : 'stale';
+    // Bytes that did not shrink stay in the rows they are in.
+    if (compaction === 'applied' && c.rows.some((r) => r.kind !== OutputKind.RAW)) {
+      stmts.deleteChunksIn.run(id, c.start, c.end);
+      for (const row of c.rows) stmts.insertChunk.run(id, row.start, row.end, row.kind, row.data);
     }
   }
-  for (let i = 0; i < data.length; i += settings.chunkBytes) {
-    const raw = data.subarray(i, i + settings.chunkBytes);
-    const packed = raw.length >= settings.sealBytes ? gzipSync(raw, { level: settings.compressionLevel }) : null;
-    const compressed = packed !== null && packed.length < raw.length; // random bytes do not shrink: keep them as they are
-    stmts.insertChunk.run(id, at + i, at + i + raw.length, compressed ? 1 : 0, compressed ? packed : raw);
-    lastChunkStart = at + i;
-  }
-  const end = at + data.length;
-  if (data.length === 0) return { start: end, end, lastChunkStart: null }; // only a drop of stale rows
-  const keepFrom = end - settings.maxHistoryBytes;
-  if (keepFrom > start && stmts.dropChunksBefore.run(id, keepFrom).changes > 0) {
+
+  if (end > start && end - maxHistoryBytes > start && stmts.dropChunksBefore.run(id, end - maxHistoryBytes).changes > 0) {
     start = (stmts.firstChunk.get(id) as { start: number }).start;
   }
-  stmts.raiseOutputBytes.run(end, id);
-  return { start, end, lastChunkStart };
+  if (output.packed.length > 0) stmts.raiseOutputBytes.run(end, id);
+  return { start, end, pieces: output.packed.length, compaction };
 }
 
-/** The stored bytes [from, stop) of a session, decompressed, in order; throws if the chunks do not cover them. */
+function sameRows(rows: Array<{ start: number; end: number; compressed: number }>, source: Array<[number, number, number]>): boolean {
+  return rows.length === source.length && rows.every((r, i) => r.start === source[i][0] && r.end === source[i][1] && r.compressed === source[i][2]);
+}
+
+/** The stored bytes [from, stop) of a session, decompressed, in order; throws if the rows do not cover them. */
 export function readChunks(stmts: Statements, id: string, from: number, stop: number): Buffer[] {
   const parts: Buffer[] = [];
   let next = from;
   for (const row of stmts.readOutput.iterate(id, from, stop)) {
     if (row.start > next) throw new Error(`output of session ${id} has a hole at ${next}..${row.start}`);
-    const bytes = row.compressed ? gunzipSync(row.data) : row.data;
+    const bytes = unpackOutput(row.compressed, row.data);
     parts.push(bytes.subarray(next - row.start, Math.min(stop, row.end) - row.start));
     next = Math.min(stop, row.end);
   }

@@ -71,9 +71,6 @@ export function prepareStatements(db: Database.Database) {
     lastChunk: db.prepare<[string], { start: number; end: number }>(
       'SELECT start_offset AS start, end_offset AS end FROM output WHERE session_id = ? ORDER BY end_offset DESC LIMIT 1',
     ),
-    chunkAt: db.prepare<[string, number], OutputRow>(
-      'SELECT start_offset AS start, end_offset AS end, compressed, data FROM output WHERE session_id = ? AND end_offset = ?',
-    ),
     readOutput: db.prepare<[string, number, number], OutputRow>(
       `SELECT start_offset AS start, end_offset AS end, compressed, data FROM output
        WHERE session_id = ? AND end_offset > ? AND start_offset < ? ORDER BY end_offset`,
@@ -81,7 +78,16 @@ export function prepareStatements(db: Database.Database) {
     insertChunk: db.prepare<[string, number, number, number, Buffer]>(
       'INSERT INTO output (session_id, start_offset, end_offset, compressed, data) VALUES (?, ?, ?, ?, ?)',
     ),
-    deleteChunkAt: db.prepare<[string, number]>('DELETE FROM output WHERE session_id = ? AND end_offset = ?'),
+    /** Start, end and kind of the rows that lie within [start, end) (both row boundaries). */
+    rowsIn: db.prepare<[string, number, number], { start: number; end: number; compressed: number }>(
+      'SELECT start_offset AS start, end_offset AS end, compressed FROM output WHERE session_id = ? AND end_offset > ? AND end_offset <= ? ORDER BY end_offset',
+    ),
+    /** End of the newest row that needs no compaction (gzip of schema 1, or a segment). */
+    lastSettledEnd: db.prepare<[string], { end: number }>(
+      'SELECT end_offset AS end FROM output WHERE session_id = ? AND compressed IN (1, 3) ORDER BY end_offset DESC LIMIT 1',
+    ),
+    /** Deletes the rows that lie within [start, end) (both row boundaries). */
+    deleteChunksIn: db.prepare<[string, number, number]>('DELETE FROM output WHERE session_id = ? AND end_offset > ? AND end_offset <= ?'),
     /** Drops every chunk that ends at or before the given offset. */
     dropChunksBefore: db.prepare<[string, number]>('DELETE FROM output WHERE session_id = ? AND end_offset <= ?'),
 

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { OutputKind } from '../../../server/store/codec';
 import { findMigrationsDir, migrate, readMigrations } from '../../../server/store/migrate';
 import { SqliteStore, type SqliteStoreOptions } from '../../../server/store/SqliteStore';
 import type { SessionStore, StoreHealth } from '../../../server/store/SessionStore';
@@ -46,6 +47,11 @@ function onDisk<T>(dir: string, sql: string, ...params: unknown[]): T[] {
   }
 }
 
+/** The output rows of a session on disk, oldest first: start, end, kind, stored length. */
+function rowsOf(dir: string, session: string): Array<{ s: number; e: number; c: number; n: number }> {
+  return onDisk(dir, 'SELECT start_offset s, end_offset e, compressed c, length(data) n FROM output WHERE session_id = ? ORDER BY e', session);
+}
+
 function sqliteError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
@@ -61,7 +67,7 @@ describe('SqliteStore', () => {
     const dir = tmpdir('store');
     store = makeStore({}, dir);
     expect(onDisk<{ journal_mode: string }>(dir, 'PRAGMA journal_mode')[0].journal_mode).toBe('wal');
-    expect(onDisk<{ user_version: number }>(dir, 'PRAGMA user_version')[0].user_version).toBe(1);
+    expect(onDisk<{ user_version: number }>(dir, 'PRAGMA user_version')[0].user_version).toBe(2);
     const tables = onDisk<{ name: string }>(dir, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").map((t) => t.name);
     expect(tables).toEqual(['events', 'output', 'sessions', 'snapshots', 'turns']);
     expect(store.integrityCheck()).toBe('ok');
@@ -90,7 +96,7 @@ describe('SqliteStore', () => {
     expect(store.readOutput('S1', 0)?.data.toString()).toBe('first');
   });
 
-  it('coalesces a session\'s appends into gzip chunk rows of at most 64 KiB', () => {
+  it('flushes a session\'s appends as brotli pieces of at most 64 KiB', () => {
     const dir = tmpdir('store');
     store = makeStore({ flushIntervalMs: 60_000 }, dir);
     const text = Buffer.from('\x1b[32m✓\x1b[0m test passes in 12 ms\r\n'.repeat(6000)).subarray(0, 200 * 1024);
@@ -99,13 +105,9 @@ describe('SqliteStore', () => {
     const rows = onDisk<{ s: number; e: number; c: number; n: number }>(
       dir, 'SELECT start_offset s, end_offset e, compressed c, length(data) n FROM output ORDER BY e');
     expect(rows.map((r) => [r.s, r.e])).toEqual([[0, 65536], [65536, 131072], [131072, 196608], [196608, 204800]]);
-    expect(rows.slice(0, 3).every((r) => r.c === 1 && r.n < (r.e - r.s) / 10)).toBe(true);
-    // The 8 KiB tail stays raw until the next bytes grow it past 16 KiB; then it is compressed.
-    expect(rows[3]).toMatchObject({ c: 0, n: 8192 });
-    store.appendOutput('S1', text.length, text.subarray(0, 10_000));
-    store.flush();
-    const tail = onDisk<{ s: number; e: number; c: number }>(dir, 'SELECT start_offset s, end_offset e, compressed c FROM output ORDER BY e DESC LIMIT 1');
-    expect(tail).toEqual([{ s: 196608, e: 214800, c: 1 }]);
+    expect(rows.every((r) => r.c === OutputKind.PIECE && r.n < (r.e - r.s) / 10)).toBe(true);
+    store = reopen(store);
+    expect(store.readOutput('S1', 0)?.data.equals(text)).toBe(true);
   });
 
   it('stores incompressible output as is', () => {
@@ -119,17 +121,21 @@ describe('SqliteStore', () => {
     ]);
   });
 
-  it('merges a small newest chunk with the next bytes, so quiet sessions leave no slivers', () => {
+  it('compacts a quiet session\'s slivers into one segment', async () => {
     const dir = tmpdir('store');
-    store = makeStore({}, dir);
+    store = makeStore({ flushIntervalMs: 60_000, quietMs: 200 }, dir);
     let expected = '';
     for (let i = 0; i < 50; i++) {
       const line = `\r\x1b[2K⠋ Thinking… (${i}s)`;
       store.appendOutput('S1', Buffer.byteLength(expected), Buffer.from(line));
       expected += line;
-      store.flush();
+      expect(await store.flushAsync()).toBe(true);
     }
-    expect(onDisk<{ n: number }>(dir, 'SELECT count(*) n FROM output')[0].n).toBe(1);
+    expect(rowsOf(dir, 'S1')).toHaveLength(50);
+    // Once quiet for quietMs, a round recompresses the tail; the one after swaps the segment in.
+    await waitFor(async () => (await store?.flushAsync(), rowsOf(dir, 'S1').length === 1), 5000, 'the quiet tail to be compacted');
+    expect(rowsOf(dir, 'S1')[0]).toMatchObject({ s: 0, e: Buffer.byteLength(expected), c: OutputKind.SEGMENT });
+    expect(store.readOutput('S1', 0)?.data.toString()).toBe(expected);
     store = reopen(store);
     expect(store.readOutput('S1', 0)?.data.toString()).toBe(expected);
   });
@@ -298,7 +304,7 @@ describe('SqliteStore', () => {
     const db = new Database(join(dir, 'agentd.db'));
     db.pragma('user_version = 99');
     db.close();
-    expect(() => makeStore({}, dir)).toThrow(/schema version 99, newer than this agentd knows \(1\)/);
+    expect(() => makeStore({}, dir)).toThrow(/schema version 99, newer than this agentd knows \(2\)/);
     expect(readdirSync(dir).filter((f) => f.includes('corrupt'))).toEqual([]);
     expect(existsSync(join(dir, 'agentd.lock'))).toBe(false); // the lock taken for the attempt is released
   });

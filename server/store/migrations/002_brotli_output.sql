@@ -1,0 +1,7 @@
+-- Schema 2: output rows may be brotli. `output.compressed` now tells how a
+-- row's `data` is encoded (server/store/codec.ts, OutputKind):
+--   0 raw, 1 gzip (schema 1 wrote these; still read), 2 brotli written by a
+--   flush (a "piece", to be compacted), 3 brotli compacted from pieces (a
+--   "segment"). Every row still decodes on its own. Rows of schema 1 need no
+--   change; this step exists so that an older agentd refuses this database
+--   ("newer than this agentd knows") instead of failing to gunzip brotli rows.
