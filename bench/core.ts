@@ -54,7 +54,7 @@ const MB = 1e6;
 
 /** A smoke run of the harness itself: its figures mean little. */
 const QUICK = process.env.AGENTD_BENCH_QUICK === '1';
-const THROUGHPUT_SIZES_MIB = QUICK ? [5] : [50, 200];
+const THROUGHPUT_SIZES_MIB = QUICK ? [5] : process.env.AGENTD_BENCH_SIZES ? process.env.AGENTD_BENCH_SIZES.split(",").map(Number) : [50, 200];
 const THROUGHPUT_ROUNDS = QUICK ? 2 : 5;
 const ECHO_ROUNDS = QUICK ? 2 : 5;
 const WARMUP_ROUNDS = 1;

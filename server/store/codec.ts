@@ -1,4 +1,4 @@
-import { brotliCompress, brotliCompressSync, brotliDecompressSync, constants, gunzipSync, gzipSync, type BrotliOptions } from 'node:zlib';
+import { brotliCompress, brotliCompressSync, brotliDecompressSync, constants, deflateRawSync, gunzipSync, gzipSync, type BrotliOptions } from 'node:zlib';
 
 /**
  * How output rows and snapshots are compressed. Shared by the main thread
@@ -57,13 +57,39 @@ function smaller(raw: Uint8Array, packed: Buffer, kind: PackKind): { kind: Outpu
   return { kind: OutputKind.RAW, data: Buffer.from(raw) };
 }
 
+/** Rows smaller than this are always tried: probing would cost as much as packing. */
+const PROBE_MIN_BYTES = 16 * 1024;
+const PROBE_BYTES = 4 * 1024;
+/** A row is packed only if a sample of it shrinks at least this much. */
+const PROBE_MIN_RATIO = 1.5;
+
+/**
+ * Whether packing `raw` is worth its CPU: a 4 KiB sample from its middle is
+ * deflated at level 1 (~20 µs). Output that hardly shrinks — `cat` of a
+ * binary or base64 file — is stored raw: brotli on it cost ~27 ms of CPU per
+ * MB for a 1.3x gain, CPU that a 2-core machine takes from the stream itself
+ * (bench/core.ts throughput). Agent output shrinks 5x or more and is packed.
+ */
+export function worthPacking(raw: Uint8Array): boolean {
+  if (raw.length < PROBE_MIN_BYTES) return true;
+  const at = Math.floor((raw.length - PROBE_BYTES) / 2);
+  const sample = raw.subarray(at, at + PROBE_BYTES);
+  return deflateRawSync(sample, { level: 1 }).length * PROBE_MIN_RATIO <= sample.length;
+}
+
+function rawRow(raw: Uint8Array): { kind: OutputKind; data: Buffer } {
+  return { kind: OutputKind.RAW, data: Buffer.from(raw) };
+}
+
 /** Compresses `raw` as one row, on this thread. */
 export function packOutput(raw: Uint8Array, kind: PackKind, settings: CodecSettings): { kind: OutputKind; data: Buffer } {
+  if (!worthPacking(raw)) return rawRow(raw);
   return smaller(raw, brotliCompressSync(raw, brotliOptions(raw.length, kind, settings)), kind);
 }
 
 /** Compresses `raw` as one row on libuv's thread pool (the fallback when there is no worker). */
 export function packOutputAsync(raw: Uint8Array, kind: PackKind, settings: CodecSettings): Promise<{ kind: OutputKind; data: Buffer }> {
+  if (!worthPacking(raw)) return Promise.resolve(rawRow(raw));
   return new Promise((resolve, reject) => {
     brotliCompress(raw, brotliOptions(raw.length, kind, settings), (err, packed) => (err ? reject(err) : resolve(smaller(raw, packed, kind))));
   });
