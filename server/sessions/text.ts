@@ -37,7 +37,10 @@ export function turnText(raw: string, prompt: string, promptPattern?: RegExp): s
   const firstPromptLine = prompt.split('\n')[0].trim();
   // Drop everything up to and including the echo of the prompt.
   if (firstPromptLine) {
-    const echo = lines.findIndex((l) => l.includes(firstPromptLine));
+    // The last echo counts: a prompt written before the agent was reading is echoed twice (by the terminal, then by the REPL).
+    let echo = -1;
+    for (let i = 0; i < lines.length; i++) if (lines[i].trimEnd().endsWith(firstPromptLine)) echo = i;
+    if (echo < 0) echo = lines.findIndex((l) => l.includes(firstPromptLine));
     if (echo >= 0) lines.splice(0, echo + 1 + (prompt.split('\n').length - 1));
   }
   while (lines.length && lines[lines.length - 1].trim() === '') lines.pop();

@@ -12,6 +12,8 @@ describe('terminal text', () => {
   it('takes a turn\'s answer without the echoed prompt and the ready prompt', () => {
     const raw = 'print(6*7)\r\n42\r\n>>> ';
     expect(turnText(raw, 'print(6*7)')).toBe('42');
+    // Written before python read it: the terminal echoed it, then python's prompt echoed it again.
+    expect(turnText('print(2**10)\r\n>>> print(2**10)\r\n1024\r\n>>> ', 'print(2**10)')).toBe('1024');
     expect(turnText('recap please\r\nline one\r\nline two\r\nPROMPT> ', 'recap please', /^PROMPT> ?$/)).toBe('line one\nline two');
   });
 });
