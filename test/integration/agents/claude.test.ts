@@ -1,51 +1,31 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { claudeEnv, seedClaudeHome } from '../../fixtures/agent-homes';
 import { claudeBinary } from '../../fixtures/binaries';
-import { FakeAnthropic, startFakeAnthropic } from '../../fixtures/fake-anthropic';
-import { DaemonProcess, startDaemonProcess } from '../../helpers/daemonProcess';
-import { cleanupTmp, tmpdir } from '../../helpers/tmp';
+import { startFakeAnthropic } from '../../fixtures/fake-anthropic';
+import { DaemonProcess } from '../../helpers/daemonProcess';
+import { AgentHarness } from '../../helpers/agentHarness';
 import { waitFor } from '../../helpers/wait';
-import { TestSocket } from '../../helpers/ws';
 
 /**
  * The real Claude Code binary, driven through the daemon against a fake
  * Anthropic server on loopback: chat turns, continuity across a kill -9 of
  * the daemon, recap, a relayed permission prompt, the chat socket.
  */
-let fake: FakeAnthropic;
-let dataDir: string;
+const h = new AgentHarness('claude');
 let project: string;
-let agents: Record<string, unknown>;
-const daemons: DaemonProcess[] = [];
-const sockets: TestSocket[] = [];
 
 beforeAll(async () => {
-  fake = await startFakeAnthropic();
-  dataDir = tmpdir('claude-data');
-  project = tmpdir('claude-project');
-  const home = tmpdir('claude-home');
-  const configDir = seedClaudeHome(join(home, '.claude-config'), { projectPaths: [project] });
-  agents = { claude: { command: claudeBinary(), env: claudeEnv({ configDir, home, baseUrl: fake.url }) } };
+  await h.setup(startFakeAnthropic, ({ fake, project: p, home }) => {
+    const configDir = seedClaudeHome(join(home, '.claude-config'), { projectPaths: [p] });
+    return { command: claudeBinary(), env: claudeEnv({ configDir, home, baseUrl: fake.url }) };
+  });
+  project = h.project;
 });
+afterAll(() => h.teardown());
 
-afterAll(async () => {
-  for (const s of sockets) s.ws.terminate();
-  for (const d of daemons) await d.kill('SIGTERM');
-  await fake?.close();
-  cleanupTmp();
-});
-
-async function daemon(): Promise<DaemonProcess> {
-  const d = await startDaemonProcess({ dataDir, root: project, agents, env: { CHAT_WAIT_SECONDS: '60' } });
-  daemons.push(d);
-  return d;
-}
-
-function lastMainUserTexts(): string[] {
-  const main = fake.mainRequests();
-  return main[main.length - 1]?.userTexts ?? [];
-}
+const daemon = () => h.daemon();
+const lastMainUserTexts = () => h.lastMainUserTexts();
 
 describe('claude through the daemon', () => {
   let d: DaemonProcess;
@@ -116,8 +96,7 @@ describe('claude through the daemon', () => {
   });
 
   it('ends a turn whose permission was denied as interrupted (claude fires no hook then), telling terminal clients', async () => {
-    const term = d.socket(`/api/sessions/${sessionId}/ws`);
-    sockets.push(term);
+    const term = h.socket(d, `/api/sessions/${sessionId}/ws`);
     await term.nextJson((f) => f.type === 'snapshot');
     const asked = await d.api('POST', '/api/chat', { sessionId, message: `PLEASE RUN: touch ${join(project, 'denied-file')}` });
     expect(asked.json.status).toBe('needs_input');
@@ -142,8 +121,7 @@ describe('claude through the daemon', () => {
   }, 60_000);
 
   it('round-trips a message over the chat socket', async () => {
-    const ws = d.socket('/api/claude/ws');
-    sockets.push(ws);
+    const ws = h.socket(d, '/api/claude/ws');
     await ws.nextJson((f) => f.type === 'ready');
     ws.send({ content: 'Hello over the socket', session_id: 'ios-chat-1', device_id: 'device-A' });
     const msg = await ws.nextJson((f) => f.type === 'message', 60_000);

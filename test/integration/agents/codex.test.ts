@@ -2,51 +2,31 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { codexEnv, seedCodexHome } from '../../fixtures/agent-homes';
 import { codexBinary } from '../../fixtures/binaries';
-import { FakeOpenAI, startFakeOpenAI } from '../../fixtures/fake-openai';
-import { DaemonProcess, startDaemonProcess } from '../../helpers/daemonProcess';
-import { cleanupTmp, tmpdir } from '../../helpers/tmp';
+import { startFakeOpenAI } from '../../fixtures/fake-openai';
+import { DaemonProcess } from '../../helpers/daemonProcess';
+import { AgentHarness } from '../../helpers/agentHarness';
 import { waitFor } from '../../helpers/wait';
-import { TestSocket } from '../../helpers/ws';
 
 /**
  * The real Codex binary, driven through the daemon against a fake OpenAI
  * Responses server on loopback: chat turns, continuity across a kill -9 of
  * the daemon (codex resume), recap, a relayed approval, the chat socket.
  */
-let fake: FakeOpenAI;
-let dataDir: string;
+const h = new AgentHarness('codex');
 let project: string;
-let agents: Record<string, unknown>;
-const daemons: DaemonProcess[] = [];
-const sockets: TestSocket[] = [];
 
 beforeAll(async () => {
-  fake = await startFakeOpenAI();
-  dataDir = tmpdir('codex-data');
-  project = tmpdir('codex-project');
-  const home = tmpdir('codex-home');
   // on-request with a sandbox: escalated commands ask for approval.
-  const codexHome = seedCodexHome(join(home, '.codex'), { baseUrl: fake.url, projectPaths: [project], approvalPolicy: 'on-request', sandboxMode: 'workspace-write' });
-  agents = { codex: { command: codexBinary(), env: codexEnv({ codexHome, home }) } };
+  await h.setup(startFakeOpenAI, ({ fake, project: p, home }) => {
+    const codexHome = seedCodexHome(join(home, '.codex'), { baseUrl: fake.url, projectPaths: [p], approvalPolicy: 'on-request', sandboxMode: 'workspace-write' });
+    return { command: codexBinary(), env: codexEnv({ codexHome, home }) };
+  });
+  project = h.project;
 });
+afterAll(() => h.teardown());
 
-afterAll(async () => {
-  for (const s of sockets) s.ws.terminate();
-  for (const d of daemons) await d.kill('SIGTERM');
-  await fake?.close();
-  cleanupTmp();
-});
-
-async function daemon(): Promise<DaemonProcess> {
-  const d = await startDaemonProcess({ dataDir, root: project, agents, env: { CHAT_WAIT_SECONDS: '60' } });
-  daemons.push(d);
-  return d;
-}
-
-function lastMainUserTexts(): string[] {
-  const main = fake.mainRequests();
-  return main[main.length - 1]?.userTexts ?? [];
-}
+const daemon = () => h.daemon();
+const lastMainUserTexts = () => h.lastMainUserTexts();
 
 describe('codex through the daemon', () => {
   let d: DaemonProcess;
@@ -115,8 +95,7 @@ describe('codex through the daemon', () => {
   }, 60_000);
 
   it('round-trips a message over the chat socket', async () => {
-    const ws = d.socket('/api/codex/ws');
-    sockets.push(ws);
+    const ws = h.socket(d, '/api/codex/ws');
     await ws.nextJson((f) => f.type === 'ready');
     ws.send({ content: 'Hello over the socket', session_id: 'ios-codex-1', device_id: 'device-B' });
     const msg = await ws.nextJson((f) => f.type === 'message', 60_000);
