@@ -159,29 +159,42 @@ async function rawThroughput(file: string, expected: number): Promise<Throughput
   return { bytes, ms, mbps: bytes / MB / (ms / 1000), cpuMsPerMB: (cpu.user + cpu.system) / 1000 / (bytes / MB) };
 }
 
+/**
+ * The echo program's side of a keystroke round trip: `feed` takes its output,
+ * `ready` turns true at its "R", `run` times the keystrokes written by `write`.
+ */
+function echoProbe(readyAtStart = false) {
+  let ready = readyAtStart;
+  let waiting: { byte: number; resolve: () => void } | null = null;
+  return {
+    feed(data: Buffer): void {
+      if (!ready) {
+        if (data.includes(82)) ready = true;
+        return;
+      }
+      if (waiting && data.includes(waiting.byte)) {
+        const w = waiting;
+        waiting = null;
+        w.resolve();
+      }
+    },
+    async run(what: string, warmup: number, keys: number, write: (key: Buffer) => void): Promise<number[]> {
+      await waitFor(() => ready, 10_000, what, 1);
+      return keystrokes(warmup, keys, (key) => {
+        const echoed = new Promise<void>((resolve) => (waiting = { byte: key[0], resolve }));
+        write(key);
+        return echoed;
+      });
+    },
+  };
+}
+
 async function rawEcho(warmup: number, keys: number): Promise<number[]> {
   const p = spawnRaw(ECHO_PROGRAM.command, ECHO_PROGRAM.args);
-  let ready = false;
-  let waiting: { byte: number; resolve: () => void } | null = null;
-  p.onData((d) => {
-    const data = d as unknown as Buffer;
-    if (!ready) {
-      if (data.includes(82)) ready = true;
-      return;
-    }
-    if (waiting && data.includes(waiting.byte)) {
-      const w = waiting;
-      waiting = null;
-      w.resolve();
-    }
-  });
+  const probe = echoProbe();
+  p.onData((d) => probe.feed(d as unknown as Buffer));
   try {
-    await waitFor(() => ready, 10_000, 'raw echo ready', 1);
-    return await keystrokes(warmup, keys, (key) => {
-      const echoed = new Promise<void>((resolve) => (waiting = { byte: key[0], resolve }));
-      p.write(key as unknown as string);
-      return echoed;
-    });
+    return await probe.run('raw echo ready', warmup, keys, (key) => p.write(key as unknown as string));
   } finally {
     endRaw(p);
   }
@@ -424,26 +437,10 @@ async function socketThroughput(t: SocketTarget, program: string, expected: numb
 
 async function socketEcho(t: SocketTarget, warmup: number, keys: number): Promise<number[]> {
   const c = await t.open('echo');
-  let ready = c.head.includes('R');
-  let waiting: { byte: number; resolve: () => void } | null = null;
-  c.onBytes = (data) => {
-    if (!ready) {
-      if (data.includes(82)) ready = true;
-      return;
-    }
-    if (waiting && data.includes(waiting.byte)) {
-      const w = waiting;
-      waiting = null;
-      w.resolve();
-    }
-  };
+  const probe = echoProbe(c.head.includes('R'));
+  c.onBytes = (data) => probe.feed(data);
   try {
-    await waitFor(() => ready, 10_000, 'echo ready', 1);
-    return await keystrokes(warmup, keys, (key) => {
-      const echoed = new Promise<void>((resolve) => (waiting = { byte: key[0], resolve }));
-      c.send(key);
-      return echoed;
-    });
+    return await probe.run('echo ready', warmup, keys, (key) => c.send(key));
   } finally {
     await t.finish(c);
   }

@@ -61,13 +61,3 @@ export abstract class Disposable implements IDisposable {
     this.store.dispose();
   }
 }
-
-export function timeout(fn: () => void, ms: number): IDisposable {
-  const handle = setTimeout(fn, ms);
-  return toDisposable(() => clearTimeout(handle));
-}
-
-export function interval(fn: () => void, ms: number): IDisposable {
-  const handle = setInterval(fn, ms);
-  return toDisposable(() => clearInterval(handle));
-}

@@ -27,19 +27,3 @@ export class Emitter<T> implements IDisposable {
     this.listeners = [];
   }
 }
-
-/** Resolves with the first event that matches, or rejects after `ms`. */
-export function waitForEvent<T>(event: Event<T>, match: (e: T) => boolean, ms: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const sub = event((e) => {
-      if (!match(e)) return;
-      clearTimeout(timer);
-      sub.dispose();
-      resolve(e);
-    });
-    const timer = setTimeout(() => {
-      sub.dispose();
-      reject(new Error('timed out'));
-    }, ms);
-  });
-}

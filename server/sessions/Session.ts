@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Clock, iso, wallTimeOf } from '../common/clock';
-import { Disposable, IDisposable } from '../common/disposable';
+import { Disposable } from '../common/disposable';
 import { Emitter } from '../common/events';
 import { Logger } from '../common/log';
 import { Config } from '../config/schema';
@@ -58,8 +58,6 @@ export interface OpenPrompt {
   prompt: string;
   options: Array<{ id: string; label: string }>;
 }
-
-export type TerminalFrame = Record<string, unknown> & { type: string };
 
 export class Session extends Disposable implements MonitoredSession {
   readonly record: SessionRecord;
@@ -374,10 +372,6 @@ export class Session extends Disposable implements MonitoredSession {
     this.pty?.resize(cols, rows);
   }
 
-  /** Sends a JSON frame to every attached client. */
-  broadcastJson(frame: TerminalFrame): void {
-    this.stream.sendJson(frame);
-  }
 
   // ---- lifetime (MonitoredSession) ----
 
@@ -597,4 +591,3 @@ export class Session extends Disposable implements MonitoredSession {
   }
 }
 
-export type { IDisposable };

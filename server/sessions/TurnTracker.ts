@@ -1,4 +1,4 @@
-import { Disposable, IDisposable, toDisposable } from '../common/disposable';
+import { Disposable, toDisposable } from '../common/disposable';
 import { Emitter } from '../common/events';
 import { newId } from '../common/ids';
 import { TurnRecord } from '../store/SessionStore';
@@ -7,12 +7,6 @@ import { toPlainLines, turnText } from './text';
 /** What ended a turn, and how. */
 export interface TurnEnd {
   turn: TurnRecord;
-}
-
-/** Where the end of a turn comes from for this agent. */
-export interface TurnSignals {
-  /** Hooks or a state stream tell us (claude, codex); else output quiet time. */
-  readonly authoritative: boolean;
 }
 
 /** Longest output a turn keeps for its text: bigger answers are trimmed from the front. */
@@ -190,4 +184,3 @@ export class TurnTracker extends Disposable {
   }
 }
 
-export const noopDisposable: IDisposable = toDisposable(() => undefined);

@@ -1,4 +1,3 @@
-import Database from 'better-sqlite3';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Terminal } from '@xterm/headless';
@@ -7,6 +6,7 @@ import { cleanupTmp, tmpdir } from '../../helpers/tmp';
 import { waitFor } from '../../helpers/wait';
 import { TestSocket } from '../../helpers/ws';
 import { readProc } from '../../../server/pty/processes';
+import { integrity } from '../../helpers/db';
 
 const AGENTS = { py: { command: 'python3', args: ['-i', '-q'], env: { PYTHONUNBUFFERED: '1' } } };
 /** Bytes received this long before a SIGKILL must have been flushed (batches flush every second). */
@@ -39,15 +39,6 @@ function track(sock: TestSocket): { at: number; total: number }[] {
     if (isBinary) marks.push({ at: Date.now(), total: sock.output.length });
   });
   return marks;
-}
-
-function integrity(dataDir: string): string {
-  const db = new Database(join(dataDir, 'agentd.db'), { readonly: true, fileMustExist: true });
-  try {
-    return (db.pragma('integrity_check', { simple: true }) as string) ?? '';
-  } finally {
-    db.close();
-  }
 }
 
 function write(term: Terminal, data: string | Uint8Array): Promise<void> {

@@ -9,6 +9,7 @@ import { SqliteStore, type SqliteStoreOptions } from '../../../server/store/Sqli
 import type { SessionStore, StoreHealth } from '../../../server/store/SessionStore';
 import { cleanupTmp, tmpdir } from '../../helpers/tmp';
 import { waitFor } from '../../helpers/wait';
+import { onDisk } from '../../helpers/db';
 import { describeStoreContract, record, turn } from './storeContract';
 
 const dirs = new WeakMap<SessionStore, { dir: string; options: Partial<SqliteStoreOptions> }>();
@@ -38,15 +39,6 @@ for (const [state, settle] of [
 }
 
 /** Rows of the database as another connection sees them: what is really on disk. */
-function onDisk<T>(dir: string, sql: string, ...params: unknown[]): T[] {
-  const db = new Database(join(dir, 'agentd.db'), { readonly: true, fileMustExist: true });
-  try {
-    return db.prepare(sql).all(...params) as T[];
-  } finally {
-    db.close();
-  }
-}
-
 /** The output rows of a session on disk, oldest first: start, end, kind, stored length. */
 function rowsOf(dir: string, session: string): Array<{ s: number; e: number; c: number; n: number }> {
   return onDisk(dir, 'SELECT start_offset s, end_offset e, compressed c, length(data) n FROM output WHERE session_id = ? ORDER BY e', session);

@@ -9,6 +9,7 @@ import { findMigrationsDir, migrate, readMigrations } from '../../../server/stor
 import { SqliteStore, type SqliteStoreOptions } from '../../../server/store/SqliteStore';
 import { cleanupTmp, tmpdir } from '../../helpers/tmp';
 import { waitFor } from '../../helpers/wait';
+import { onDisk } from '../../helpers/db';
 
 /**
  * The output path of the SQLite store as the daemon drives it: timed flushes
@@ -29,15 +30,6 @@ function reopen(store: SqliteStore): SqliteStore {
   store.close();
   opened.delete(store);
   return makeStore(options, dir);
-}
-
-function onDisk<T>(dir: string, sql: string, ...params: unknown[]): T[] {
-  const db = new Database(join(dir, 'agentd.db'), { readonly: true, fileMustExist: true });
-  try {
-    return db.prepare(sql).all(...params) as T[];
-  } finally {
-    db.close();
-  }
 }
 
 function rowsOf(dir: string, session = 'S1'): Array<{ s: number; e: number; c: number; n: number }> {
