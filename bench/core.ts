@@ -715,7 +715,7 @@ export async function run(opts: { only?: string[]; quiet?: boolean } = {}): Prom
     const files = new Map(THROUGHPUT_SIZES_MIB.map((size) => [size, base64File(size * MiB)]));
     const programs: Record<string, { command: string; args: string[] }> = { echo: ECHO_PROGRAM };
     for (const [size, file] of files) programs[`cat${size}`] = gatedCat(file);
-    const d = await startDaemon({ agents: programs, store });
+    const d = await startDaemon({ agents: programs, store, execArgv: process.env.AGENTD_BENCH_DAEMON_ARGS?.split(' ').filter(Boolean) });
     const { child: raw } = await Child.start(join(__dirname, 'core.js'), ['raw'], { name: 'raw node-pty' });
     const { child: relay, ready } = await Child.start<{ port: number }>(join(__dirname, 'core.js'), ['relay'], { name: 'minimal relay' });
     const sys: Systems = { agentd: agentdTarget(d), relay: relayTarget(relay, ready.port, programs), raw };

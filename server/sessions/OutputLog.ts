@@ -72,6 +72,21 @@ export class OutputLog {
     return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 
+  /** Like `slice`, but always into a new buffer of its own (one that can be transferred to a worker). */
+  copy(offset: number, to: number = this.endOffset): Buffer | null {
+    if (!this.has(offset) || to < offset || to > this.endOffset) return null;
+    const out = Buffer.allocUnsafeSlow(to - offset);
+    let pos = this.startOffset;
+    let at = 0;
+    for (let i = this.head; i < this.chunks.length && pos < to; i++) {
+      const chunk = this.chunks[i];
+      const chunkEnd = pos + chunk.length;
+      if (chunkEnd > offset) at += chunk.copy(out, at, Math.max(0, offset - pos), Math.min(chunk.length, to - pos));
+      pos = chunkEnd;
+    }
+    return out;
+  }
+
   /** Drops everything in memory (the stream's end is kept): for idle sessions whose bytes are stored. */
   clear(): void {
     this.chunks = [];

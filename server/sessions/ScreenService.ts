@@ -12,17 +12,12 @@ export interface Snapshot {
 }
 
 /**
- * Bytes a session may have in flight to the worker before we stop feeding it.
- * The worker parses ~25–50 MB/s and a flood (`cat` of a big file) arrives at
- * ~60 MB/s: parsing all of it costs ~20 ms of CPU per MB, which on two cores
- * halves the stream's throughput (bench/core.ts). Past this lag the model
- * stops parsing and is rebuilt from the newest bytes when it is next needed —
- * exact for line output, which is what floods are; agents' own bursts stay
- * far below it.
+ * Bytes a session may have in flight to the worker (fed, not parsed yet)
+ * before the model is declared stale instead of fed more: a guard for many
+ * sessions streaming at once. The worker parses ~25–50 MB/s; ScreenKeeper
+ * already stops feeding a single session's flood.
  */
 const MAX_BACKLOG_BYTES = 1024 * 1024;
-/** Bytes replayed into a rebuilt model after a flood. */
-const REBUILD_TAIL_BYTES = 256 * 1024;
 const SNAPSHOT_TIMEOUT_MS = 10_000;
 
 function workerPath(): string {
@@ -35,26 +30,25 @@ function workerPath(): string {
 }
 
 interface Feed {
-  pending: Buffer[];
-  pendingBytes: number;
   /** Offset of the next byte the worker will see. */
   fedOffset: number;
   /** Offset up to which the worker has parsed. */
   parsedOffset: number;
-  /** Set while a flood outran the worker: bytes from here were not fed. */
-  skippedFrom: number | null;
-  cols: number;
-  rows: number;
+  /** Bytes were not fed (a flood, or a worker too far behind): the model must be rebuilt before it is read. */
+  stale: boolean;
 }
 
-/** The main-thread side of the screen worker: ordered feeding, exact snapshots. */
+/**
+ * The main-thread side of the screen worker: a thin, ordered transport. What
+ * to feed and when is ScreenKeeper's business; this only refuses to queue
+ * more than the worker can take and says so (`isStale`).
+ */
 export class ScreenService implements IDisposable {
   private readonly worker: Worker;
   private readonly feeds = new Map<string, Feed>();
   private readonly waiting = new Map<number, { resolve: (s: Snapshot) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private readonly textWaiting = new Map<number, (lines: string[] | null) => void>();
   private nextRequest = 1;
-  private flushScheduled = false;
   private disposed = false;
 
   constructor() {
@@ -67,46 +61,54 @@ export class ScreenService implements IDisposable {
     });
   }
 
-  open(id: string, opts: { cols: number; rows: number; offset: number; base?: string }): void {
-    this.feeds.set(id, { pending: [], pendingBytes: 0, fedOffset: opts.offset, parsedOffset: opts.offset, skippedFrom: null, cols: opts.cols, rows: opts.rows });
-    this.post({ type: 'open', id, ...opts });
+  /** Opens (or replaces) a model at stream offset `offset`, from a stored serialized screen `base` if given, then `data`. */
+  open(id: string, opts: { cols: number; rows: number; offset: number; base?: string; data?: Buffer }): void {
+    if (this.feeds.has(id)) this.post({ type: 'close', id });
+    this.feeds.set(id, { fedOffset: opts.offset, parsedOffset: opts.offset, stale: false });
+    this.post({ type: 'open', id, cols: opts.cols, rows: opts.rows, offset: opts.offset, base: opts.base });
+    if (opts.data?.length) this.feed(id, opts.data);
   }
 
   has(id: string): boolean {
     return this.feeds.has(id);
   }
 
-  /** Queues output for the model; cheap enough for the output path (one push). */
-  feed(id: string, chunk: Buffer): void {
-    const f = this.feeds.get(id);
-    if (!f) return;
-    if (f.skippedFrom !== null || f.fedOffset - f.parsedOffset + f.pendingBytes > MAX_BACKLOG_BYTES) {
-      f.skippedFrom ??= f.fedOffset + f.pendingBytes;
-      return;
-    }
-    f.pending.push(chunk);
-    f.pendingBytes += chunk.length;
-    this.scheduleFlush();
+  /** The model missed bytes (or will): it must be rebuilt (`open` again) before it is read. */
+  isStale(id: string): boolean {
+    return this.feeds.get(id)?.stale ?? false;
   }
 
-  resize(id: string, cols: number, rows: number): void {
+  markStale(id: string): void {
     const f = this.feeds.get(id);
-    if (!f) return;
-    this.flushOne(id, f);
-    f.cols = cols;
-    f.rows = rows;
-    this.post({ type: 'resize', id, cols, rows });
+    if (f) f.stale = true;
   }
 
   /**
-   * The screen at the current end of what was fed. `tail` supplies the newest
-   * bytes if a flood outran the model (then the snapshot is rebuilt from them).
+   * Hands the next bytes of the stream to the model. With `transfer`, `data`
+   * (which must own its whole ArrayBuffer) moves to the worker without a
+   * copy and is unusable here afterwards. Not fed (the model goes stale) if
+   * the worker is too far behind.
    */
-  snapshot(id: string, tail?: (fromOffset: number) => { offset: number; data: Buffer } | null): Promise<Snapshot> {
+  feed(id: string, data: Buffer, opts: { transfer?: boolean } = {}): void {
     const f = this.feeds.get(id);
-    if (!f) return Promise.reject(new Error(`no screen for ${id}`));
-    if (f.skippedFrom !== null) this.rebuild(id, f, tail);
-    this.flushOne(id, f);
+    if (!f || f.stale) return;
+    if (f.fedOffset - f.parsedOffset + data.length > MAX_BACKLOG_BYTES) {
+      f.stale = true;
+      return;
+    }
+    f.fedOffset += data.length;
+    const transfer = opts.transfer && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? [data.buffer as ArrayBuffer] : undefined;
+    this.post({ type: 'data', id, data }, transfer);
+  }
+
+  resize(id: string, cols: number, rows: number): void {
+    if (!this.feeds.has(id)) return;
+    this.post({ type: 'resize', id, cols, rows });
+  }
+
+  /** The screen at the end of what was fed (read a stale model only knowingly: ScreenKeeper rebuilds it first). */
+  snapshot(id: string): Promise<Snapshot> {
+    if (!this.feeds.has(id)) return Promise.reject(new Error(`no screen for ${id}`));
     const requestId = this.nextRequest++;
     return new Promise<Snapshot>((resolvePromise, reject) => {
       const timer = setTimeout(() => {
@@ -120,9 +122,7 @@ export class ScreenService implements IDisposable {
 
   /** The visible screen as plain text lines (for reading an agent's dialogs); null if there is no screen. */
   text(id: string): Promise<string[] | null> {
-    const f = this.feeds.get(id);
-    if (!f) return Promise.resolve(null);
-    this.flushOne(id, f);
+    if (!this.feeds.has(id)) return Promise.resolve(null);
     const requestId = this.nextRequest++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -137,49 +137,13 @@ export class ScreenService implements IDisposable {
     });
   }
 
-  /** Replaces the model with one built from the newest bytes after a flood. */
-  private rebuild(id: string, f: Feed, tail?: (fromOffset: number) => { offset: number; data: Buffer } | null): void {
-    const end = f.skippedFrom!;
-    const slice = tail?.(Math.max(0, end - REBUILD_TAIL_BYTES));
-    f.skippedFrom = null;
-    f.pending = [];
-    f.pendingBytes = 0;
-    const offset = slice ? slice.offset : end;
-    this.post({ type: 'close', id });
-    this.post({ type: 'open', id, cols: f.cols, rows: f.rows, offset });
-    f.fedOffset = offset;
-    f.parsedOffset = offset;
-    if (slice && slice.data.length) {
-      this.post({ type: 'data', id, data: slice.data });
-      f.fedOffset += slice.data.length;
-    }
-  }
-
   close(id: string): void {
     if (!this.feeds.delete(id)) return;
     this.post({ type: 'close', id });
   }
 
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      for (const [id, f] of this.feeds) this.flushOne(id, f);
-    });
-  }
-
-  private flushOne(id: string, f: Feed): void {
-    if (f.pendingBytes === 0) return;
-    const data = f.pending.length === 1 ? f.pending[0] : Buffer.concat(f.pending, f.pendingBytes);
-    f.fedOffset += f.pendingBytes;
-    f.pending = [];
-    f.pendingBytes = 0;
-    this.post({ type: 'data', id, data });
-  }
-
-  private post(msg: ScreenRequest): void {
-    if (!this.disposed) this.worker.postMessage(msg);
+  private post(msg: ScreenRequest, transfer?: ArrayBuffer[]): void {
+    if (!this.disposed) this.worker.postMessage(msg, transfer);
   }
 
   private onReply(msg: ScreenReply): void {

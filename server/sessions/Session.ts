@@ -231,7 +231,7 @@ export class Session extends Disposable implements MonitoredSession {
     this.record.outputBytes = this.log.end;
     this.stream.broadcast(chunk, at);
     this.deps.store.appendOutput(this.record.id, at, chunk);
-    this.screenKeeper.noteOutput(chunk);
+    this.screenKeeper.noteOutput();
     this.turns?.onOutput(chunk);
     this.driver.onOutput(chunk);
     this.lastOutputMono = this.deps.clock.monotonic();

@@ -1,4 +1,4 @@
-import type { OutputKind } from './codec';
+import { isFinalRaw, type OutputKind } from './codec';
 
 /** One output row: bytes [start, end) of the stream, encoded as `kind`. */
 export interface Row {
@@ -23,18 +23,14 @@ export interface Compaction {
   source: Array<[number, number, number]>;
 }
 
-/** Appended bytes are copied into blocks of this size: one allocation per block, not per append. */
-const BLOCK_BYTES = 64 * 1024;
-
 /**
- * Contiguous bytes of a stream from `start`, as one view per append (two if
- * it straddles blocks). Dropping from the front slices at most one view.
+ * Contiguous bytes of a stream from `start`, as the buffers they were
+ * appended in (kept, not copied: a PTY's chunks are fresh buffers that nobody
+ * changes). Dropping from the front slices at most one of them.
  */
 export class ByteLog {
   private pieces: Buffer[] = [];
   private bytes = 0;
-  private block: Buffer | null = null;
-  private used = 0;
 
   constructor(public start: number) {}
 
@@ -42,23 +38,13 @@ export class ByteLog {
     return this.start + this.bytes;
   }
 
-  /** Copies `data` in. */
+  /** Keeps `data` (a reference: the caller must not change it afterwards). */
   append(data: Buffer): void {
-    for (let at = 0; at < data.length; ) {
-      if (!this.block || this.used === this.block.length) {
-        this.block = Buffer.allocUnsafeSlow(Math.max(BLOCK_BYTES, data.length - at));
-        this.used = 0;
-      }
-      const n = Math.min(data.length - at, this.block.length - this.used);
-      data.copy(this.block, this.used, at, at + n);
-      this.pieces.push(this.block.subarray(this.used, this.used + n));
-      this.used += n;
-      this.bytes += n;
-      at += n;
-    }
+    this.pieces.push(data);
+    this.bytes += data.length;
   }
 
-  /** The bytes within [from, to), in order, as views of the blocks. */
+  /** The bytes within [from, to), in order, as views of the appended buffers. */
   slices(from: number, to: number): Buffer[] {
     const out: Buffer[] = [];
     let at = this.start;
@@ -84,8 +70,6 @@ export class ByteLog {
       this.bytes -= offset - this.start;
       this.start = offset;
     }
-    // An idle session must not pin its last block.
-    if (this.bytes === 0) this.block = null;
   }
 
   /** Forgets everything and continues at `offset`. */
@@ -93,7 +77,6 @@ export class ByteLog {
     this.pieces = [];
     this.bytes = 0;
     this.start = offset;
-    this.block = null;
   }
 
   /** The last piece boundary at or before `offset` (`start` if none is). */
@@ -192,7 +175,6 @@ export class SessionOutput {
       if (offset + data.length <= end) return { queued: 0, gap };
       data = data.subarray(end - offset);
     }
-    // A copy: the caller may reuse its buffer (a ring, a pooled read) once we return.
     this.log.append(data);
     this.lastAppendAt = now;
     if (this.pendingBytes > maxHistoryBytes) {
@@ -239,6 +221,14 @@ export class SessionOutput {
    * uncompacted rows, and whether the compaction was applied (or found stale).
    */
   committed(start: number, end: number, pieces: number, compaction: 'applied' | 'stale' | 'none'): void {
+    // Rows stored raw (they did not shrink) are final: compaction would only read them back to find that again.
+    if (this.uncompactedStart === this.storedEnd) {
+      for (const row of this.packed) {
+        if (!isFinalRaw(row.kind, row.end - row.start) || row.start !== this.uncompactedStart) break;
+        this.uncompactedStart = row.end;
+        pieces--;
+      }
+    }
     this.storedStart = start;
     this.storedEnd = end;
     this.dropStored = false;

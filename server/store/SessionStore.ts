@@ -114,7 +114,11 @@ export interface SessionStore {
   putSession(record: SessionRecord): void;
   deleteSession(id: string): void;
 
-  /** Queues output bytes at their stream offset; never waits on disk. */
+  /**
+   * Queues output bytes at their stream offset; never waits on disk. The
+   * store keeps a reference to `data` until it is written: the caller must
+   * not change it afterwards (a PTY's chunks are fresh buffers).
+   */
   appendOutput(sessionId: string, offset: number, data: Buffer): void;
   /**
    * Stored output from `from` (inclusive) to `to` (exclusive, default: end).

@@ -7,7 +7,7 @@ import { DEFAULT_CODEC, packSnapshot, unpackSnapshot, type CodecSettings } from 
 import { DB_FILE, openDatabase, type Recovery } from './database';
 import { DataDirLock } from './lock';
 import { findMigrationsDir, readMigrations } from './migrate';
-import { readChunks, writeOutput } from './outputChunks';
+import { pickCompactionRun, readChunks, writeOutput } from './outputChunks';
 import { CompressWorker, compressWorkerPath, InlinePacker, type PackInput, type Packed, type Packer, type RecompactResult } from './packer';
 import type { RecompactJob } from './packerProtocol';
 import { SessionOutput, type Compaction } from './SessionOutput';
@@ -71,7 +71,7 @@ export interface FlushStats {
 
 const DEFAULT_MAX_HISTORY_BYTES = 50 * 1024 * 1024; // config's maxSessionHistoryMB default
 const FLUSH_INTERVAL_MS = 1000; // at most a second of output lost if the daemon dies
-const CHUNK_BYTES = 64 * 1024;
+const CHUNK_BYTES = 256 * 1024;
 /**
  * brotli gets 9.4x on agent-like output from 256 KiB rows (quality 6), 5.4x
  * from the 16 KiB a busy session flushes per tick (quality 1): a flush writes
@@ -690,12 +690,23 @@ export class SqliteStore implements SessionStore {
   private compacted(planned: { id: string; output: SessionOutput; compaction: Compaction }, result: RecompactResult): void {
     const { id, output, compaction } = planned;
     if (this.closed || this.outputs.get(id) !== output || output.compaction !== compaction) return;
+    if (!result.error && result.source.length === 0 && result.settledTo > compaction.start && output.uncompactedStart === compaction.start) {
+      // Only raw rows (and short runs between them): final as they are; what follows them waits for the next compaction.
+      output.compaction = null;
+      output.uncompactedStart = result.settledTo;
+      output.tailRows = 0;
+      return;
+    }
     if (result.error || result.source.length === 0) {
       // It could not read or pack those rows: leave them be.
       if (result.error) this.log?.warn({ sessionId: id, err: result.error }, 'compacting stored output failed; leaving it as it is');
       output.compaction = null;
       output.settleUncompacted();
       return;
+    }
+    if (result.settledTo > compaction.start && output.uncompactedStart === compaction.start) {
+      // Raw rows at the front are final as they are: the run starts after them.
+      output.uncompactedStart = compaction.start = result.settledTo;
     }
     compaction.end = result.source[result.source.length - 1][1];
     compaction.source = result.source;
@@ -717,20 +728,16 @@ export class SqliteStore implements SessionStore {
     const id = range.session;
     // This reads (and decompresses) on the event loop: a little at a time.
     const maxBytes = Math.min(range.maxBytes, 2 * range.segmentBytes);
-    const source: Array<[number, number, number]> = [];
-    for (const row of this.stmts.rowsIn.all(id, range.from, range.to)) {
-      if (row.start !== (source.length ? source[source.length - 1][1] : range.from)) break;
-      source.push([row.start, row.end, row.compressed]);
-      if (row.end - range.from >= maxBytes) break;
-    }
-    if (source.length === 0) return { source, rows: [] };
+    const { settledTo, source } = pickCompactionRun(this.stmts.rowsIn.iterate(id, range.from, range.to), range.from, maxBytes);
+    if (source.length === 0) return { settledTo, source, rows: [] };
     const end = source[source.length - 1][1];
-    const raw = Buffer.concat(readChunks(this.stmts, id, range.from, end));
+    const raw = Buffer.concat(readChunks(this.stmts, id, settledTo, end));
     const count = Math.max(1, Math.floor(raw.length / range.segmentBytes));
     const packed = await this.inline.segments(raw, count);
     return {
+      settledTo,
       source,
-      rows: packed.map((p, i) => ({ start: range.from + Math.floor((raw.length * i) / count), end: range.from + Math.floor((raw.length * (i + 1)) / count), kind: p.kind, data: p.data })),
+      rows: packed.map((p, i) => ({ start: settledTo + Math.floor((raw.length * i) / count), end: settledTo + Math.floor((raw.length * (i + 1)) / count), kind: p.kind, data: p.data })),
     };
   }
 

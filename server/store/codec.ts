@@ -1,4 +1,4 @@
-import { brotliCompress, brotliCompressSync, brotliDecompressSync, constants, deflateRawSync, gunzipSync, gzipSync, type BrotliOptions } from 'node:zlib';
+import { brotliCompress, brotliCompressSync, deflateRawSync, brotliDecompressSync, constants, gunzipSync, gzipSync, type BrotliOptions } from 'node:zlib';
 
 /**
  * How output rows and snapshots are compressed. Shared by the main thread
@@ -62,19 +62,32 @@ const PROBE_MIN_BYTES = 16 * 1024;
 const PROBE_BYTES = 4 * 1024;
 /** A row is packed only if a sample of it shrinks at least this much. */
 const PROBE_MIN_RATIO = 1.5;
+/** A small deflate state (4 KiB window): the sample is 4 KiB, and setting up the default one cost more than deflating. */
+const PROBE_OPTIONS = { level: 1, windowBits: 12, memLevel: 4 } as const;
 
 /**
  * Whether packing `raw` is worth its CPU: a 4 KiB sample from its middle is
- * deflated at level 1 (~20 µs). Output that hardly shrinks — `cat` of a
- * binary or base64 file — is stored raw: brotli on it cost ~27 ms of CPU per
- * MB for a 1.3x gain, CPU that a 2-core machine takes from the stream itself
- * (bench/core.ts throughput). Agent output shrinks 5x or more and is packed.
+ * deflated at level 1 (10–30 µs, once per row of up to 256 KiB). Output that
+ * hardly shrinks — `cat` of a binary or base64 file — is stored raw: brotli
+ * on it cost ~27 ms of CPU per MB for a 1.3x gain, CPU that a 2-core machine
+ * takes from the stream itself (bench/core.ts throughput). Agent output
+ * shrinks 3x or more at this level and is packed. (Byte entropy would be
+ * cheaper but cannot tell agent output, ~5.4 bits a byte, from base64's 6.)
  */
 export function worthPacking(raw: Uint8Array): boolean {
   if (raw.length < PROBE_MIN_BYTES) return true;
   const at = Math.floor((raw.length - PROBE_BYTES) / 2);
   const sample = raw.subarray(at, at + PROBE_BYTES);
-  return deflateRawSync(sample, { level: 1 }).length * PROBE_MIN_RATIO <= sample.length;
+  return deflateRawSync(sample, PROBE_OPTIONS).length * PROBE_MIN_RATIO <= sample.length;
+}
+
+/**
+ * A row stored raw is final — compaction skips it — if it is large enough to
+ * have been judged on its own: a small one may just have been too short to
+ * shrink (a spinner's sliver) and joins its neighbours in a segment.
+ */
+export function isFinalRaw(kind: number, length: number): boolean {
+  return kind === OutputKind.RAW && length >= PROBE_MIN_BYTES;
 }
 
 function rawRow(raw: Uint8Array): { kind: OutputKind; data: Buffer } {

@@ -10,6 +10,7 @@ import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import { OutputKind, packOutput, packSnapshot, unpackOutput, type CodecSettings } from './codec';
+import { pickCompactionRun } from './outputChunks';
 import {
   PACKER_PROTOCOL,
   type CheckpointReply,
@@ -87,35 +88,35 @@ function checkpoint(req: CheckpointRequest): void {
   port!.postMessage(message);
 }
 
-/** Reads a job's rows and recompresses them as segments. */
-function recompactJob(file: string, job: RecompactJob): { source: Array<[number, number, number]>; rows: Array<{ start: number; end: number; kind: number; data: Uint8Array }> } {
-  const rows = connection(file)
-    .prepare<[string, number, number], { start: number; end: number; compressed: number; data: Buffer }>(
-      `SELECT start_offset AS start, end_offset AS end, compressed, data FROM output
+/** Reads a job's rows (raw ones at the front are skipped unread) and recompresses them as segments. */
+function recompactJob(file: string, job: RecompactJob): { settledTo: number; source: Array<[number, number, number]>; rows: Array<{ start: number; end: number; kind: number; data: Uint8Array }> } {
+  const db = connection(file);
+  const meta = db
+    .prepare<[string, number, number], { start: number; end: number; compressed: number }>(
+      `SELECT start_offset AS start, end_offset AS end, compressed FROM output
        WHERE session_id = ? AND end_offset > ? AND end_offset <= ? ORDER BY end_offset`,
     )
     .all(job.session, job.from, job.to);
-  const source: Array<[number, number, number]> = [];
-  const raw: Buffer[] = [];
-  let read = 0;
-  for (const row of rows) {
-    // Whole rows from `from`, without a hole; a row that starts elsewhere ends the run.
-    if (row.start !== (source.length ? source[source.length - 1][1] : job.from)) break;
-    source.push([row.start, row.end, row.compressed]);
-    raw.push(unpackOutput(row.compressed, row.data));
-    read += row.end - row.start;
-    if (read >= job.maxBytes) break;
-  }
+  const { settledTo, source } = pickCompactionRun(meta, job.from, job.maxBytes);
+  if (source.length === 0) return { settledTo, source, rows: [] };
+  const runEnd = source[source.length - 1][1];
+  const raw = db
+    .prepare<[string, number, number], { compressed: number; data: Buffer }>(
+      'SELECT compressed, data FROM output WHERE session_id = ? AND end_offset > ? AND end_offset <= ? ORDER BY end_offset',
+    )
+    .all(job.session, settledTo, runEnd)
+    .map((row) => unpackOutput(row.compressed, row.data));
   const bytes = Buffer.concat(raw);
+  if (bytes.length !== runEnd - settledTo) throw new Error(`rows ${settledTo}..${runEnd} changed while read`);
   const count = Math.max(1, Math.floor(bytes.length / job.segmentBytes));
   const out: Array<{ start: number; end: number; kind: number; data: Uint8Array }> = [];
   for (let i = 0; i < count && bytes.length > 0; i++) {
     const a = Math.floor((bytes.length * i) / count);
     const b = Math.floor((bytes.length * (i + 1)) / count);
     const row = packOutput(bytes.subarray(a, b), OutputKind.SEGMENT, settings);
-    out.push({ start: job.from + a, end: job.from + b, kind: row.kind, data: row.data });
+    out.push({ start: settledTo + a, end: settledTo + b, kind: row.kind, data: row.data });
   }
-  return { source, rows: out };
+  return { settledTo, source, rows: out };
 }
 
 function recompact(req: RecompactRequest): void {
@@ -123,11 +124,11 @@ function recompact(req: RecompactRequest): void {
   const packed: Uint8Array[] = [];
   for (const job of req.jobs) {
     try {
-      const { source, rows } = recompactJob(req.file, job);
-      results.push({ source, rows: rows.map((r) => ({ start: r.start, end: r.end, kind: r.kind, length: r.data.length })) });
+      const { settledTo, source, rows } = recompactJob(req.file, job);
+      results.push({ settledTo, source, rows: rows.map((r) => ({ start: r.start, end: r.end, kind: r.kind, length: r.data.length })) });
       packed.push(...rows.map((r) => r.data));
     } catch (err) {
-      results.push({ source: [], rows: [], error: (err as Error)?.stack ?? String(err) });
+      results.push({ settledTo: job.from, source: [], rows: [], error: (err as Error)?.stack ?? String(err) });
     }
   }
   const buffer = new Uint8Array(packed.reduce((n, d) => n + d.length, 0));

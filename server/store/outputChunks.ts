@@ -1,4 +1,4 @@
-import { OutputKind, unpackOutput } from './codec';
+import { isFinalRaw, OutputKind, unpackOutput } from './codec';
 import type { SessionOutput } from './SessionOutput';
 import type { Statements } from './statements';
 
@@ -60,4 +60,49 @@ export function readChunks(stmts: Statements, id: string, from: number, stop: nu
   }
   if (next < stop) throw new Error(`output of session ${id} ends early at ${next}, before ${stop}`);
   return parts;
+}
+
+/** The rows a compaction rewrites, chosen from the stored rows after `from`. */
+export interface CompactionRun {
+  /** Rows from `from` to here are final as they are (stored raw): the run starts here. */
+  settledTo: number;
+  /** The run: contiguous rows worth recompressing, [start, end) and kind. */
+  source: Array<[number, number, number]>;
+}
+
+/**
+ * A run of compressed rows shorter than this that ends at a raw row is left as
+ * it is: in a flood of output that does not shrink, each flush's remainder is
+ * a small piece between raw rows, and recompacting those one by one would
+ * read the database back over and over for nothing.
+ */
+const SHORT_RUN_BYTES = 64 * 1024;
+
+/**
+ * Picks what to recompact among `rows` (the rows after `from`, in order, no
+ * data): rows stored raw at the front are skipped (they did not shrink and
+ * never will), and so are short runs between them; then contiguous rows up
+ * to the next raw one, a hole, or `maxBytes`. Only the run's data then needs
+ * reading. A short run right after skipped raw rows waits (empty `source`):
+ * `settledTo` is where the next compaction starts.
+ */
+export function pickCompactionRun(rows: Iterable<{ start: number; end: number; compressed: number }>, from: number, maxBytes: number): CompactionRun {
+  let settledTo = from;
+  let source: Array<[number, number, number]> = [];
+  for (const row of rows) {
+    const next = source.length ? source[source.length - 1][1] : settledTo;
+    if (row.start !== next) break;
+    if (isFinalRaw(row.compressed, row.end - row.start)) {
+      if (next - settledTo >= SHORT_RUN_BYTES) break;
+      settledTo = row.end;
+      source = [];
+      continue;
+    }
+    source.push([row.start, row.end, row.compressed]);
+    if (row.end - settledTo >= maxBytes) break;
+  }
+  // A short run after raw rows is likely the start of the next one between raw rows (the flood goes on): later.
+  const runBytes = source.length ? source[source.length - 1][1] - settledTo : 0;
+  if (settledTo > from && runBytes < SHORT_RUN_BYTES) source = [];
+  return { settledTo, source };
 }

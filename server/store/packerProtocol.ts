@@ -73,6 +73,8 @@ export interface RecompactReply {
   /** The packed bytes of every job's rows, one after another. */
   buffer: ArrayBuffer;
   results: Array<{
+    /** Rows from the job's `from` to here are raw and final: skipped, and the run starts here. */
+    settledTo: number;
     /** The rows read, [start, end) and kind: the store swaps the segments in only if these are still the rows there. */
     source: Array<[number, number, number]>;
     /** The new rows. */

@@ -84,7 +84,7 @@ export function prepareStatements(db: Database.Database) {
     ),
     /** End of the newest row that needs no compaction (gzip of schema 1, or a segment). */
     lastSettledEnd: db.prepare<[string], { end: number }>(
-      'SELECT end_offset AS end FROM output WHERE session_id = ? AND compressed IN (1, 3) ORDER BY end_offset DESC LIMIT 1',
+      'SELECT end_offset AS end FROM output WHERE session_id = ? AND (compressed IN (1, 3) OR (compressed = 0 AND end_offset - start_offset >= 16384)) ORDER BY end_offset DESC LIMIT 1',
     ),
     /** Deletes the rows that lie within [start, end) (both row boundaries). */
     deleteChunksIn: db.prepare<[string, number, number]>('DELETE FROM output WHERE session_id = ? AND end_offset > ? AND end_offset <= ?'),

@@ -97,6 +97,30 @@ describe('terminal WebSocket', () => {
     expect(snap.offset).toBe(attached.offset);
   });
 
+  it('reproduces the screen exactly after a flood the screen model did not parse', async () => {
+    const s = await d.create({ agent: 'shell', cols: 80, rows: 24 });
+    const driver = d.socket(`/api/sessions/${s.id}/ws?cols=80&rows=24`);
+    await driver.nextJson((f) => f.type === 'snapshot');
+    // ~6 MB at the PTY's pace: far past what the model parses (it is rebuilt from the newest bytes when read).
+    driver.sendBytes("seq 1 800000; printf '\\e[1;32mflood-done\\e[0m\\n'\r");
+    await driver.waitOutput('flood-done\x1b[0m', 60_000);
+    await new Promise((r) => setTimeout(r, 300));
+    const history = await d.api('GET', `/api/sessions/${s.id}/history?format=ansi`);
+    const end = Number(history.headers['x-agentd-offset-end']);
+    const reference = new Terminal({ cols: 80, rows: 24, scrollback: 1000, allowProposedApi: true });
+    await write(reference, Buffer.from(history.text, 'utf8'));
+    const viewer = d.socket(`/api/sessions/${s.id}/ws`);
+    const snap = await viewer.nextJson((f) => f.type === 'snapshot');
+    expect(snap.offset).toBe(end);
+    const replay = new Terminal({ cols: snap.cols, rows: snap.rows, scrollback: 1000, allowProposedApi: true });
+    await write(replay, snap.data);
+    expect(screenText(replay)).toEqual(screenText(reference));
+    expect(screenText(replay)).toContain('800000');
+    expect(replay.buffer.active.cursorY).toBe(reference.buffer.active.cursorY);
+    reference.dispose();
+    replay.dispose();
+  }, 90_000);
+
   it('sends a fresh client a snapshot that reproduces the screen exactly', async () => {
     const s = await d.create({ agent: 'shell', cols: 80, rows: 24 });
     const driver = d.socket(`/api/sessions/${s.id}/ws?cols=80&rows=24`);

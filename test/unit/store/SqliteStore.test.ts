@@ -80,37 +80,37 @@ describe('SqliteStore', () => {
     expect(store.readOutput('S1', 777_777, 1_234_567)?.data.equals(all.subarray(777_777, 1_234_567))).toBe(true);
   });
 
-  it('copies appended bytes, so the caller may reuse its buffer', () => {
-    store = makeStore();
-    const buf = Buffer.from('first');
-    store.appendOutput('S1', 0, buf);
-    buf.write('XXXXX');
-    expect(store.readOutput('S1', 0)?.data.toString()).toBe('first');
-  });
-
-  it('flushes a session\'s appends as brotli pieces of at most 64 KiB', () => {
+  it('flushes a session\'s appends as brotli pieces of at most 256 KiB', () => {
     const dir = tmpdir('store');
     store = makeStore({ flushIntervalMs: 60_000 }, dir);
-    const text = Buffer.from('\x1b[32m✓\x1b[0m test passes in 12 ms\r\n'.repeat(6000)).subarray(0, 200 * 1024);
+    const text = Buffer.from('\x1b[32m✓\x1b[0m test passes in 12 ms\r\n'.repeat(24000)).subarray(0, 800 * 1024);
     for (let offset = 0; offset < text.length; offset += 4096) store.appendOutput('S1', offset, text.subarray(offset, offset + 4096));
     store.flush();
     const rows = onDisk<{ s: number; e: number; c: number; n: number }>(
       dir, 'SELECT start_offset s, end_offset e, compressed c, length(data) n FROM output ORDER BY e');
-    expect(rows.map((r) => [r.s, r.e])).toEqual([[0, 65536], [65536, 131072], [131072, 196608], [196608, 204800]]);
+    expect(rows.map((r) => [r.s, r.e])).toEqual([[0, 262144], [262144, 524288], [524288, 786432], [786432, 819200]]);
     expect(rows.every((r) => r.c === OutputKind.PIECE && r.n < (r.e - r.s) / 10)).toBe(true);
     store = reopen(store);
     expect(store.readOutput('S1', 0)?.data.equals(text)).toBe(true);
   });
 
-  it('stores incompressible output as is', () => {
+  it('stores incompressible output as is, and never reads it back to compact it', async () => {
     const dir = tmpdir('store');
-    store = makeStore({}, dir);
-    store.appendOutput('S1', 0, randomBytes(100_000));
+    store = makeStore({ quietMs: 50, segmentBytes: 64 * 1024 }, dir);
+    const random = randomBytes(300_000);
+    store.appendOutput('S1', 0, random);
     store.flush();
-    expect(onDisk<{ c: number; n: number }>(dir, 'SELECT compressed c, length(data) n FROM output ORDER BY end_offset')).toEqual([
-      { c: 0, n: 65_536 },
-      { c: 0, n: 100_000 - 65_536 },
-    ]);
+    const stored = [
+      { c: 0, n: 262_144 },
+      { c: 0, n: 300_000 - 262_144 },
+    ];
+    expect(onDisk<{ c: number; n: number }>(dir, 'SELECT compressed c, length(data) n FROM output ORDER BY end_offset')).toEqual(stored);
+    // A compressible sliver after it, then quiet: the sliver is compacted alone; the raw rows stay as they are.
+    store.appendOutput('S1', 300_000, Buffer.from('$ '.repeat(100)));
+    await new Promise((r) => setTimeout(r, 100));
+    await store.compactionsSettled();
+    expect(onDisk<{ c: number; n: number }>(dir, 'SELECT compressed c, length(data) n FROM output WHERE end_offset <= 300000 ORDER BY end_offset')).toEqual(stored);
+    expect(store.readOutput('S1', 0)?.data.equals(Buffer.concat([random, Buffer.from('$ '.repeat(100))]))).toBe(true);
   });
 
   it('compacts a quiet session\'s slivers into one segment', async () => {
@@ -161,7 +161,7 @@ describe('SqliteStore', () => {
   it('flushes soon once a session has a full chunk queued, never inside appendOutput', async () => {
     const dir = tmpdir('store');
     store = makeStore({ flushIntervalMs: 60_000 }, dir);
-    store.appendOutput('S1', 0, randomBytes(64 * 1024));
+    store.appendOutput('S1', 0, randomBytes(256 * 1024));
     expect(onDisk(dir, 'SELECT 1 FROM output')).toHaveLength(0);
     await new Promise((r) => setImmediate(r));
     await waitFor(() => onDisk(dir, 'SELECT 1 FROM output').length === 1, 5000, 'the size-triggered flush');
@@ -345,7 +345,7 @@ describe('SqliteStore', () => {
     const before = handles();
     const s = makeStore({ faultInjector: () => { throw sqliteError('SQLITE_FULL', 'database or disk is full'); } });
     s.putSession(record());
-    s.appendOutput('S1', 0, randomBytes(100_000)); // arms the tick and a size-triggered flush
+    s.appendOutput('S1', 0, randomBytes(300_000)); // arms the tick and a size-triggered flush
     expect(handles()).toBeGreaterThan(before);
     s.close(); // its final flush fails too: it must still close and clear everything
     expect(handles()).toBe(before);

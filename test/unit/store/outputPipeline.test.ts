@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import { agentLikeOutput } from '../../../bench/persist';
 import { OutputKind, packOutput, DEFAULT_CODEC, unpackOutput } from '../../../server/store/codec';
 import { findMigrationsDir, migrate, readMigrations } from '../../../server/store/migrate';
+import { pickCompactionRun } from '../../../server/store/outputChunks';
 import { SqliteStore, type SqliteStoreOptions } from '../../../server/store/SqliteStore';
 import { cleanupTmp, tmpdir } from '../../helpers/tmp';
 import { waitFor } from '../../helpers/wait';
@@ -74,6 +75,31 @@ describe('codec', () => {
   });
 });
 
+describe('pickCompactionRun', () => {
+  const K = 1024;
+  const row = (start: number, end: number, compressed: number) => ({ start, end, compressed });
+  const { RAW, PIECE } = OutputKind;
+
+  it('takes the contiguous pieces up to maxBytes', () => {
+    const rows = [row(0, 100 * K, PIECE), row(100 * K, 200 * K, PIECE), row(200 * K, 300 * K, PIECE)];
+    expect(pickCompactionRun(rows, 0, 150 * K)).toEqual({ settledTo: 0, source: [[0, 100 * K, PIECE], [100 * K, 200 * K, PIECE]] });
+  });
+
+  it('skips large raw rows and the short runs between them, and leaves a short run after them for later', () => {
+    const rows = [row(0, 256 * K, RAW), row(256 * K, 260 * K, PIECE), row(260 * K, 516 * K, RAW), row(516 * K, 520 * K, PIECE)];
+    expect(pickCompactionRun(rows, 0, 4096 * K)).toEqual({ settledTo: 516 * K, source: [] });
+  });
+
+  it('compacts a long run that ends at a raw row, and small raw rows with their neighbours', () => {
+    const rows = [row(0, 40 * K, PIECE), row(40 * K, 40 * K + 10, RAW), row(40 * K + 10, 80 * K, PIECE), row(80 * K, 336 * K, RAW)];
+    expect(pickCompactionRun(rows, 0, 4096 * K)).toEqual({ settledTo: 0, source: [[0, 40 * K, PIECE], [40 * K, 40 * K + 10, RAW], [40 * K + 10, 80 * K, PIECE]] });
+  });
+
+  it('stops at a hole', () => {
+    expect(pickCompactionRun([row(0, 10, PIECE), row(20, 30, PIECE)], 0, 4096 * K)).toEqual({ settledTo: 0, source: [[0, 10, PIECE]] });
+  });
+});
+
 describe('SqliteStore output pipeline', () => {
   it('packs timed flushes in the worker, then recompresses the pieces into segments of 256-512 KiB', async () => {
     const dir = tmpdir('pipeline');
@@ -114,7 +140,7 @@ describe('SqliteStore output pipeline', () => {
     let store = makeStore({}, dir);
     const history = agentLikeOutput(1_000_000, 6);
     stream(store, 'S1', 0, history.subarray(0, 700_000));
-    store.close(); // one synchronous flush: eleven 64 KiB pieces, never compacted
+    store.close(); // one synchronous flush: three 256 KiB pieces, never compacted
     expect(rowsOf(dir).every((r) => r.c === OutputKind.PIECE)).toBe(true);
     store = reopen(store);
     stream(store, 'S1', 700_000, history.subarray(700_000));
