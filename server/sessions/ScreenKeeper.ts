@@ -9,17 +9,15 @@ import { ScreenService, Snapshot } from './ScreenService';
 const SNAPSHOT_QUIET_MS = 2_000;
 /** …and at least this often while it flows. */
 const SNAPSHOT_EVERY_MS = 5_000;
-/** Output reaches the model in one batch per this interval (one message to the worker, not one per chunk). */
-const FEED_EVERY_MS = 50;
 /**
- * More than this in one batch (~10 MB/s) is a flood — `cat` of a big file —
- * and is not parsed: the worker parses ~25–50 MB/s, and a flood arrives at
- * ~60 MB/s; parsing it costs ~20 ms of CPU per MB, which on two cores halves
- * the stream's throughput (bench/core.ts). The model is rebuilt from the
- * newest bytes when it is next read instead. Agents' own redraws stay far
- * below this.
+ * Bytes behind at most, when the model is next read, that are parsed to catch
+ * up (exact); more than that — a flood, `cat` of a big file — is not parsed:
+ * the model is rebuilt from the newest bytes instead. The worker parses
+ * ~25–50 MB/s, so a catch-up costs at most ~80 ms of its time; a flood
+ * arrives at ~60 MB/s and parsing it would cost ~20 ms of CPU per MB, which
+ * on two cores halves the stream's throughput (bench/core.ts).
  */
-const FLOOD_BYTES = 512 * 1024;
+const MAX_CATCH_UP_BYTES = 2 * 1024 * 1024;
 /**
  * Bytes a rebuilt model is parsed from: the screen and its 1 000 lines of
  * scrollback of line output, exactly; a full-screen program redraws its
@@ -30,25 +28,30 @@ const REBUILD_TAIL_BYTES = 256 * 1024;
 /**
  * One session's screen model: opened from the newest stored snapshot plus the
  * bytes after it (so the screen after a restart is the last stored one,
- * exactly), fed in batches off the output path, rebuilt from the newest bytes
- * after a flood, and stored back while output flows and when it goes quiet.
- * Parsing and serializing happen in the screen worker.
+ * exactly), and brought up to date only when it is read — a client attaches,
+ * a driver reads the screen, the screen is stored (at least every 5 s while
+ * output flows, and once it goes quiet) — so output costs the worker nothing
+ * in between, and a hundred busy sessions do not take turns in its few live
+ * terminals. Rebuilt from the newest bytes after a flood. Parsing and
+ * serializing happen in the screen worker.
  */
 export class ScreenKeeper implements IDisposable {
   private snapshotTimer: NodeJS.Timeout | null = null;
-  private feedTimer: NodeJS.Timeout | null = null;
   private inFlight = false;
   /** Stream offset up to which bytes went to the model (or were skipped, leaving it stale). */
   private fedTo = 0;
   private lastOutput = 0;
-  private lastStored = 0;
+  /** When the screen was last stored (at first: when the session was set up, so a new session's first stored screen waits for quiet or 5 s). */
+  private lastStored: number;
 
   constructor(
     private readonly id: string,
     private readonly log: OutputLog,
     private readonly size: () => { cols: number; rows: number },
     private readonly deps: { screen: ScreenService; store: SessionStore; clock: Clock; logger: Logger },
-  ) {}
+  ) {
+    this.lastStored = deps.clock.monotonic();
+  }
 
   /** Opens the screen model if it is not open. */
   ensureOpen(): void {
@@ -64,25 +67,12 @@ export class ScreenKeeper implements IDisposable {
     screen.open(id, { cols: snap?.cols ?? cols, rows: snap?.rows ?? rows, offset: from, base: snap?.data });
     if (snap && (snap.cols !== cols || snap.rows !== rows)) screen.resize(id, cols, rows);
     this.fedTo = from;
-    if (end - from > FLOOD_BYTES * 4) {
-      // Far behind (a flood just before a restart): rebuilding from the tail is cheaper than replaying it all.
-      screen.markStale(id);
-      this.fedTo = end;
-      return;
-    }
-    if (from < this.log.start) {
-      const stored = store.readOutput(id, from, this.log.start);
-      if (stored && stored.offset === from) {
-        screen.feed(id, stored.data);
-        this.fedTo = this.log.start;
-      }
-    }
-    this.catchUp();
   }
 
-  /** Output was appended to the log. Hot path: at most arms a timer. */
+  /** Output was appended to the log. Hot path: a clock read, at most a timer armed. */
   noteOutput(): void {
-    if (!this.feedTimer) this.feedTimer = setTimeout(() => this.onFeedTimer(), FEED_EVERY_MS);
+    this.lastOutput = this.deps.clock.monotonic();
+    if (!this.snapshotTimer) this.armSnapshot();
   }
 
   resize(cols: number, rows: number): void {
@@ -103,22 +93,24 @@ export class ScreenKeeper implements IDisposable {
     return this.deps.screen.text(this.id);
   }
 
-  private onFeedTimer(): void {
-    this.feedTimer = null;
-    if (this.log.end === this.fedTo) return;
-    this.lastOutput = this.deps.clock.monotonic();
-    this.catchUp();
-    if (!this.snapshotTimer) this.armSnapshot();
-  }
-
-  /** Hands the bytes since the last batch to the model, or skips them (a flood): then the model is stale. */
+  /** Hands the bytes the model has not seen to it, or skips them (a flood): then the model is stale. */
   private catchUp(): void {
-    const { screen } = this.deps;
+    const { screen, store } = this.deps;
     const end = this.log.end;
     if (end === this.fedTo || !screen.has(this.id)) return;
-    const pending = end - this.fedTo;
-    const bytes = pending <= FLOOD_BYTES && !screen.isStale(this.id) ? this.log.copy(this.fedTo) : null;
-    if (bytes) screen.feed(this.id, bytes, { transfer: true });
+    let bytes: Buffer | null = null;
+    let own = false;
+    if (end - this.fedTo <= MAX_CATCH_UP_BYTES && !screen.isStale(this.id)) {
+      bytes = this.log.copy(this.fedTo);
+      own = bytes !== null;
+      if (!bytes) {
+        // Not all in memory (the ring was trimmed or outrun): the store has them.
+        const stored = store.readOutput(this.id, this.fedTo, end);
+        if (stored && stored.offset === this.fedTo && stored.data.length === end - this.fedTo) bytes = stored.data;
+      }
+    }
+    // A copy of our own moves to the worker; the store's bytes may be views of buffers others hold: copied.
+    if (bytes) screen.feed(this.id, bytes, { transfer: own });
     else screen.markStale(this.id);
     this.fedTo = end;
   }
@@ -151,15 +143,22 @@ export class ScreenKeeper implements IDisposable {
     }, SNAPSHOT_QUIET_MS);
   }
 
-  /** Stores the screen at the current end of the stream. */
+  /**
+   * Stores the screen at the current end of the stream. Sessions take turns
+   * (ScreenService.inTurn): a hundred sessions going quiet together would
+   * otherwise each copy their catch-up to the worker at once.
+   */
   async store(): Promise<void> {
     if (this.inFlight || !this.deps.screen.has(this.id)) return;
     this.inFlight = true;
     this.lastStored = this.deps.clock.monotonic();
     try {
-      this.freshen();
-      const snap = await this.deps.screen.snapshot(this.id);
-      this.deps.store.putSnapshot({ sessionId: this.id, offset: snap.offset, cols: snap.cols, rows: snap.rows, data: snap.data, createdAt: this.deps.clock.now() });
+      await this.deps.screen.inTurn(async () => {
+        if (!this.deps.screen.has(this.id)) return; // closed while waiting
+        this.freshen();
+        const snap = await this.deps.screen.snapshot(this.id);
+        this.deps.store.putSnapshot({ sessionId: this.id, offset: snap.offset, cols: snap.cols, rows: snap.rows, data: snap.data, createdAt: this.deps.clock.now() });
+      });
     } catch (err) {
       // The next quiet period tries again; a missing snapshot only costs replay time after a crash.
       this.deps.logger.warn({ err: (err as Error).message }, 'screen snapshot failed');
@@ -169,8 +168,8 @@ export class ScreenKeeper implements IDisposable {
   }
 
   dispose(): void {
-    for (const timer of [this.snapshotTimer, this.feedTimer]) if (timer) clearTimeout(timer);
-    this.snapshotTimer = this.feedTimer = null;
+    if (this.snapshotTimer) clearTimeout(this.snapshotTimer);
+    this.snapshotTimer = null;
     this.deps.screen.close(this.id);
   }
 }

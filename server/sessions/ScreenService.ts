@@ -17,7 +17,7 @@ export interface Snapshot {
  * sessions streaming at once. The worker parses ~25–50 MB/s; ScreenKeeper
  * already stops feeding a single session's flood.
  */
-const MAX_BACKLOG_BYTES = 1024 * 1024;
+const MAX_BACKLOG_BYTES = 4 * 1024 * 1024;
 const SNAPSHOT_TIMEOUT_MS = 10_000;
 
 function workerPath(): string {
@@ -50,15 +50,27 @@ export class ScreenService implements IDisposable {
   private readonly textWaiting = new Map<number, (lines: string[] | null) => void>();
   private nextRequest = 1;
   private disposed = false;
+  /** The background jobs' queue (see inTurn). */
+  private turn: Promise<void> = Promise.resolve();
 
   constructor() {
-    this.worker = new Worker(workerPath());
+    this.worker = new Worker(workerPath(), { resourceLimits: { maxYoungGenerationSizeMb: 4 } });
     this.worker.unref();
     this.worker.on('message', (msg: ScreenReply) => this.onReply(msg));
     this.worker.on('error', (err) => {
       for (const w of this.waiting.values()) w.reject(err);
       this.waiting.clear();
     });
+  }
+
+  /**
+   * Runs background work (storing screens) one job at a time, so that it
+   * never floods the worker; what a client waits for does not queue here.
+   */
+  inTurn(job: () => Promise<void>): Promise<void> {
+    const run = this.turn.then(job);
+    this.turn = run.catch(() => undefined);
+    return run;
   }
 
   /** Opens (or replaces) a model at stream offset `offset`, from a stored serialized screen `base` if given, then `data`. */

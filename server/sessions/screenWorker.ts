@@ -29,12 +29,17 @@ interface ScreenState {
   folded: Buffer | null;
   consumed: number;
   lastUse: number;
+  /** Bumped on every use: a fold that finds it changed was overtaken by new work and is dropped. */
+  uses: number;
+  /** A fold is waiting for the terminal's queued writes. */
+  folding: boolean;
 }
 
 const screens = new Map<string, ScreenState>();
 
 function live(state: ScreenState): Terminal {
   state.lastUse = Date.now();
+  state.uses++;
   if (state.term) return state.term;
   const term = new Terminal({ cols: state.cols, rows: state.rows, scrollback: SCREEN_SCROLLBACK, allowProposedApi: true });
   const serializer = new SerializeAddon();
@@ -43,7 +48,8 @@ function live(state: ScreenState): Terminal {
   state.term = term;
   state.serializer = serializer;
   state.folded = null;
-  if (++liveCount > MAX_LIVE) foldLeastRecent(state);
+  liveCount++;
+  if (liveCount - foldingCount > MAX_LIVE) foldLeastRecent(state);
   return term;
 }
 
@@ -66,13 +72,22 @@ const collect: (() => void) | null = (() => {
 })();
 
 let liveCount = 0;
+/** Live terminals with a fold under way (they no longer count against MAX_LIVE). */
+let foldingCount = 0;
 let foldedSinceGc = false;
 
 function fold(state: ScreenState): void {
-  if (!state.term) return;
+  if (!state.term || state.folding) return;
   const term = state.term;
+  const uses = state.uses;
+  state.folding = true;
+  foldingCount++;
   term.write('', () => {
-    if (state.term !== term) return;
+    if (!state.folding) return; // closed meanwhile, and counted there
+    state.folding = false;
+    foldingCount--;
+    // Disposed meanwhile, or written to again (those bytes are queued after this point): keep it live.
+    if (state.term !== term || state.uses !== uses) return;
     state.folded = Buffer.from(serialize(state), 'utf8');
     term.dispose();
     state.term = null;
@@ -84,7 +99,7 @@ function fold(state: ScreenState): void {
 
 function foldLeastRecent(except: ScreenState): void {
   let oldest: ScreenState | null = null;
-  for (const s of screens.values()) if (s !== except && s.term && (!oldest || s.lastUse < oldest.lastUse)) oldest = s;
+  for (const s of screens.values()) if (s !== except && s.term && !s.folding && (!oldest || s.lastUse < oldest.lastUse)) oldest = s;
   if (oldest) fold(oldest);
 }
 
@@ -103,6 +118,8 @@ function handle(msg: ScreenRequest): void {
         folded: msg.base ? Buffer.from(msg.base, 'utf8') : null,
         consumed: msg.offset,
         lastUse: Date.now(),
+        uses: 0,
+        folding: false,
       });
       return;
     case 'data': {
@@ -153,7 +170,12 @@ function handle(msg: ScreenRequest): void {
       const state = screens.get(msg.id);
       if (state?.term) {
         state.term.dispose();
+        state.term = null;
         liveCount--;
+        if (state.folding) {
+          state.folding = false;
+          foldingCount--;
+        }
       }
       screens.delete(msg.id);
       return;
