@@ -2,6 +2,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createLogger } from './common/log';
+import { canReleaseMemory } from './common/memory';
 import { ConfigError, loadConfig } from './config/load';
 import { Config } from './config/schema';
 import { createApp } from './http/app';
@@ -43,6 +44,8 @@ export async function main(): Promise<void> {
       (token.file ? `the API token is in ${token.file} (mode 0600)` : 'the API token is the API_TOKEN variable') +
       `; try: curl -H "Authorization: Bearer ${tokenHint}" ${base}/api/sessions`,
   );
+
+  if (!canReleaseMemory() && process.platform === 'linux') logger.warn('native memory helper not built (npm rebuild): memory freed after bursts of output stays with the daemon');
 
   let stopping = false;
   const stop = (signal: string) => {

@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { ConfigError, loadConfig } from '../config/load';
 import { Config } from '../config/schema';
 import { VERSION } from '../common/version';
+import { canReleaseMemory } from '../common/memory';
 import { AgentRegistry } from '../agents/profiles';
 import { probeAgents } from '../agents/status';
 
@@ -54,6 +55,11 @@ async function doctor(): Promise<number> {
       check(false, `${mod} native module loads`, `${(err as Error).message.split('\n')[0]}; rebuild with "npm rebuild ${mod}" (needs python3, make, g++)`);
     }
   }
+  process.stdout.write(
+    canReleaseMemory()
+      ? 'ok    native memory helper built (memory freed after bursts goes back to the OS)\n'
+      : 'note  native memory helper not built: agentd works, but keeps memory freed after bursts — "npm rebuild" builds it (needs make, gcc)\n',
+  );
   const c = config();
   check(true, `config valid (DATA_DIR ${c.dataDir}, roots ${c.allowedRoots.join(':')})`);
   const agents = await probeAgents(new AgentRegistry(c.agents), Object.keys({ shell: 1, claude: 1, codex: 1, ...c.agents }), true);

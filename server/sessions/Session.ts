@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Clock, iso, wallTimeOf } from '../common/clock';
 import { Disposable } from '../common/disposable';
 import { Emitter } from '../common/events';
+import { releaseMemorySoon } from '../common/memory';
 import { Logger } from '../common/log';
 import { Config } from '../config/schema';
 import { AgentProfile, childEnv, resolveCommand } from '../agents/profiles';
@@ -26,6 +27,8 @@ import type { EndState, MonitoredSession, ProcessTarget, ResourceSample } from '
 export const ENTER_PAUSE_MS = 150;
 /** Output kept in memory per session for resume-by-offset; older bytes come from the store. */
 export const RING_BYTES = 1024 * 1024;
+/** A ring dropped with this much in it has the allocator hand memory back to the OS (common/memory.ts). */
+const RELEASE_AFTER_BYTES = 256 * 1024;
 /** How long close waits for the pty to report exit once every process is gone. */
 const EXIT_WAIT_MS = 5_000;
 /** A session whose output has been quiet this long keeps its bytes only in the store. */
@@ -253,7 +256,11 @@ export class Session extends Disposable implements MonitoredSession {
       if (quietFor < RING_TRIM_AFTER_MS) return this.armTrim(RING_TRIM_AFTER_MS - quietFor + 10);
       if (this.deps.store.health().status !== 'ok') return this.armTrim();
       this.deps.store.flush();
-      if (this.deps.store.health().status === 'ok' && this.deps.store.outputRange(this.id).end >= this.log.end) this.log.clear();
+      if (this.deps.store.health().status === 'ok' && this.deps.store.outputRange(this.id).end >= this.log.end) {
+        const freed = this.log.bytesInMemory;
+        this.log.clear();
+        if (freed >= RELEASE_AFTER_BYTES) releaseMemorySoon();
+      }
     }, delay);
     this.trimTimer.unref();
   }

@@ -3,6 +3,7 @@ import { sep } from 'node:path';
 import { Disposable } from '../common/disposable';
 import { errors } from '../common/errors';
 import { isValidSessionId, newId } from '../common/ids';
+import { releaseMemorySoon } from '../common/memory';
 import { AgentProfile, AgentRegistry, resolveCommand } from '../agents/profiles';
 import { MonitoredPool, MonitoredSession } from '../health/types';
 import { LIVE_STATES, SessionRecord } from '../store/SessionStore';
@@ -189,6 +190,7 @@ export class SessionPool extends Disposable implements MonitoredPool {
     if (!s || s.isLive()) return;
     s.dispose();
     this.sessions.delete(id);
+    releaseMemorySoon();
   }
 
   find(id: string): Session | undefined {

@@ -1,0 +1,8 @@
+{
+  "targets": [
+    {
+      "target_name": "agentd_native",
+      "sources": ["trim.c"]
+    }
+  ]
+}
