@@ -6,7 +6,7 @@ const { spawnSync } = require('node:child_process');
 
 const gyp = process.env.npm_config_node_gyp;
 const [cmd, args] = gyp ? [process.execPath, [gyp]] : ['node-gyp', []];
-const result = spawnSync(cmd, [...args, 'rebuild', '-C', __dirname], { stdio: 'inherit' });
+const result = spawnSync(cmd, [...args, 'rebuild', '--loglevel=warn', '-C', __dirname], { stdio: 'inherit' });
 if (result.status !== 0) {
   console.warn('agentd: the optional native helper (native/trim.c) was not built: agentd works, but returns memory to the OS less eagerly. Run "npm rebuild" once a C compiler and node-gyp work.');
 }

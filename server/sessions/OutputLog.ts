@@ -1,20 +1,13 @@
-/** Bytes are kept in blocks of this size. */
-const BLOCK_BYTES = 64 * 1024;
-
 /**
  * The session's output stream: every byte gets an offset (its position since
  * the session started, across revivals). Keeps the newest bytes in memory, up
  * to a cap, for resume-by-offset and snapshots; older bytes live in the store.
- *
- * Appended bytes are copied into 64 KiB blocks (~0.1 ms per MB). Keeping the
- * PTY's own chunks instead pinned the heap: each read is a 64 KiB allocation
- * cut down to the ~4 KiB read, and a ring of those kept megabytes of holes
- * between them that the allocator never gave back (bench/core.ts memory).
+ * Appending is O(1) and copies nothing: the chunk node-pty gave us is kept.
+ * (Copying into 64 KiB blocks cost ~2 ms of CPU per MB of a flood in GC and
+ * did not lower the memory a burst leaves behind: see common/memory.ts.)
  */
 export class OutputLog {
   private chunks: Buffer[] = [];
-  private block: Buffer | null = null;
-  private used = 0;
   private head = 0; // index of the oldest kept chunk (we shift lazily)
   private startOffset: number;
   private endOffset: number;
@@ -35,27 +28,10 @@ export class OutputLog {
     return this.startOffset;
   }
 
-  /**
-   * Appends a copy of `chunk`; returns the offset of its first byte. `each`
-   * is told the views the bytes are now kept in (one, or two across a block
-   * boundary) with their offsets: those may be held on to, unlike `chunk`'s
-   * memory, which is the caller's.
-   */
-  append(chunk: Buffer, each?: (view: Buffer, at: number) => void): number {
+  /** Appends a chunk; returns the offset of its first byte. */
+  append(chunk: Buffer): number {
     const at = this.endOffset;
-    for (let from = 0; from < chunk.length; ) {
-      if (!this.block || this.used === this.block.length) {
-        this.block = Buffer.allocUnsafeSlow(Math.max(BLOCK_BYTES, chunk.length - from));
-        this.used = 0;
-      }
-      const n = Math.min(chunk.length - from, this.block.length - this.used);
-      chunk.copy(this.block, this.used, from, from + n);
-      const view = this.block.subarray(this.used, this.used + n);
-      this.used += n;
-      this.chunks.push(view);
-      each?.(view, at + from);
-      from += n;
-    }
+    this.chunks.push(chunk);
     this.keptBytes += chunk.length;
     this.endOffset += chunk.length;
     while (this.keptBytes - this.chunks[this.head].length >= this.capBytes && this.head < this.chunks.length - 1) {
@@ -116,7 +92,6 @@ export class OutputLog {
   /** Drops everything in memory (the stream's end is kept): for idle sessions whose bytes are stored. */
   clear(): void {
     this.chunks = [];
-    this.block = null;
     this.head = 0;
     this.keptBytes = 0;
     this.startOffset = this.endOffset;

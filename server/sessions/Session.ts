@@ -230,18 +230,16 @@ export class Session extends Disposable implements MonitoredSession {
   // ---- output path (hot) ----
 
   private onOutput(chunk: Buffer): void {
-    const at = this.log.append(chunk, this.storeOutput);
+    const at = this.log.append(chunk);
     this.record.outputBytes = this.log.end;
     this.stream.broadcast(chunk, at);
+    this.deps.store.appendOutput(this.record.id, at, chunk);
     this.screenKeeper.noteOutput();
     this.turns?.onOutput(chunk);
     this.driver.onOutput(chunk);
     this.lastOutputMono = this.deps.clock.monotonic();
     if (!this.trimTimer) this.armTrim();
   }
-
-  /** Hands the ring's copy of new output to the store (it keeps references until written). */
-  private readonly storeOutput = (view: Buffer, at: number): void => this.deps.store.appendOutput(this.record.id, at, view);
 
   /**
    * A session quiet for a while drops its in-memory ring: its bytes are in the
