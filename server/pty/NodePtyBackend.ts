@@ -2,6 +2,7 @@ import { closeSync, constants, openSync } from 'node:fs';
 import * as pty from 'node-pty';
 import { Emitter } from '../common/events';
 import { PtyBackend, PtyExit, PtyProcess, SpawnOptions } from './PtyBackend';
+import { PtyWriter } from './writer';
 
 /**
  * node-pty drops the tail of the output when a program exits right after
@@ -20,8 +21,12 @@ class NodePtyProcess implements PtyProcess {
   private slaveFd: number | null = null;
   private exited = false;
   private disposed = false;
+  /** Direct writes to the master fd; null if node-pty does not show it (then its own queued writes). */
+  private readonly writer: PtyWriter | null;
 
   constructor(private readonly term: pty.IPty) {
+    const fd = (term as unknown as { _fd?: unknown })._fd;
+    this.writer = typeof fd === 'number' ? new PtyWriter(fd) : null;
     try {
       // O_NOCTTY: the daemon must never acquire the agent's terminal as its own.
       this.slaveFd = openSync((term as unknown as { ptsName: string }).ptsName, constants.O_RDWR | constants.O_NOCTTY);
@@ -32,6 +37,7 @@ class NodePtyProcess implements PtyProcess {
     term.onData((data) => this.dataEmitter.fire(data as unknown as Buffer));
     term.onExit(({ exitCode, signal }) => {
       this.exited = true;
+      this.writer?.close();
       this.releaseSlave();
       this.exitEmitter.fire({ exitCode, signal: signal ? signal : null });
     });
@@ -43,7 +49,8 @@ class NodePtyProcess implements PtyProcess {
 
   write(data: string | Buffer): void {
     if (this.exited || this.disposed) return;
-    this.term.write(data as string);
+    if (this.writer) this.writer.write(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+    else this.term.write(data as string);
   }
 
   resize(cols: number, rows: number): void {
@@ -77,6 +84,7 @@ class NodePtyProcess implements PtyProcess {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.writer?.close();
     this.releaseSlave();
     try {
       // destroy() closes the master fd (kill() would leave it open: node-pty #950).

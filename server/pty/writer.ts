@@ -1,0 +1,80 @@
+import { writeSync } from 'node:fs';
+
+/** How soon a write the kernel refused (the program is not reading its input) is tried again. */
+const RETRY_MS = 2;
+
+/**
+ * Input to a PTY, written on the calling thread. node-pty writes through
+ * libuv's thread pool (`fs.write`): a keystroke then waits for a pool thread
+ * before it reaches the program, ~10–20 µs of every echo. The master fd is
+ * non-blocking, so a direct write never stalls the event loop: what the
+ * kernel does not take at once (EAGAIN: the input buffer is full because the
+ * program is not reading) waits here, in order, and is retried.
+ */
+export class PtyWriter {
+  private queue: Buffer[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(private readonly fd: number) {}
+
+  /** Writes `data` (kept by reference until written: the caller must not change it). */
+  write(data: Buffer): void {
+    if (this.closed || data.length === 0) return;
+    if (this.queue.length > 0) {
+      this.queue.push(data);
+      return;
+    }
+    const written = this.tryWrite(data);
+    if (written < data.length) {
+      this.queue.push(data.subarray(written));
+      this.arm();
+    }
+  }
+
+  /** Bytes waiting for the program to read. */
+  get pendingBytes(): number {
+    return this.queue.reduce((n, b) => n + b.length, 0);
+  }
+
+  /** Drops what is queued (the program is gone) and writes nothing more. */
+  close(): void {
+    this.closed = true;
+    this.queue = [];
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** Bytes the kernel took; 0 on EAGAIN. Any other error (EIO, EBADF: the program or fd is gone) closes the writer. */
+  private tryWrite(data: Buffer): number {
+    try {
+      return writeSync(this.fd, data);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return 0;
+      this.close();
+      return data.length;
+    }
+  }
+
+  private arm(): void {
+    if (this.timer || this.closed) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.drain();
+    }, RETRY_MS);
+    this.timer.unref();
+  }
+
+  private drain(): void {
+    while (this.queue.length > 0 && !this.closed) {
+      const head = this.queue[0];
+      const written = this.tryWrite(head);
+      if (written < head.length) {
+        if (!this.closed) this.queue[0] = head.subarray(written);
+        this.arm();
+        return;
+      }
+      this.queue.shift();
+    }
+  }
+}
