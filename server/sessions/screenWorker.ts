@@ -10,6 +10,7 @@ import { runInNewContext } from 'node:vm';
 import { parentPort } from 'node:worker_threads';
 import { Terminal } from '@xterm/headless';
 import { SerializeAddon } from '@xterm/addon-serialize';
+import { canReleaseMemory, releaseMemorySoon } from '../common/memory';
 import type { ScreenRequest, ScreenReply } from './screenProtocol';
 
 /** Lines of scrollback kept in the screen model and its snapshots. */
@@ -195,9 +196,11 @@ parentPort!.on('message', (msg: ScreenRequest) => {
 const sweep = setInterval(() => {
   const now = Date.now();
   for (const state of screens.values()) if (state.term && now - state.lastUse > EVICT_AFTER_MS) fold(state);
-  if (foldedSinceGc && collect) {
+  if (foldedSinceGc) {
     foldedSinceGc = false;
-    collect();
+    // A collection frees the folded terminals; with the memory helper built, the allocator then hands the memory back.
+    if (canReleaseMemory()) releaseMemorySoon();
+    else collect?.();
   }
 }, EVICT_SWEEP_MS);
 sweep.unref();
