@@ -23,6 +23,8 @@
  *   AGENTD_BENCH_ONLY=throughput,echo node dist/bench/core.js   (some figures)
  *   AGENTD_BENCH_STORE=memory ...   (MemoryStore instead of SQLite: what the store costs)
  *   AGENTD_BENCH_QUICK=1 ...        (a smoke run of the harness: small sizes, 2 rounds)
+ *   AGENTD_BENCH_SIZES=50 ...       (throughput sizes in MiB)
+ *   AGENTD_BENCH_DAEMON_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" ...   (node flags for agentd's process)
  */
 import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
