@@ -62,8 +62,12 @@ export function releaseMemoryNow(): boolean {
   return helper.trim();
 }
 
-/** A full garbage collection on demand (the daemon does not run with --expose-gc). */
-const collect: (() => void) | null = (() => {
+/**
+ * A full garbage collection on demand, in the calling thread's isolate (the
+ * daemon does not run with --expose-gc, and workers cannot take it); null if
+ * V8 refuses.
+ */
+export const collectGarbage: (() => void) | null = (() => {
   try {
     setFlagsFromString('--expose-gc');
     return runInNewContext('gc') as () => void;
@@ -80,7 +84,7 @@ export function releaseMemorySoon(): void {
   if (timer || !load()) return;
   const wait = Math.max(TRIM_DELAY_MS, lastTrim + MIN_TRIM_INTERVAL_MS - performance.now());
   timer = setTimeout(() => {
-    collect?.();
+    collectGarbage?.();
     // V8 frees the buffers' memory on a background thread after the collection: trim once it has.
     timer = setTimeout(() => {
       timer = null;

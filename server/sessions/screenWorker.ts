@@ -5,12 +5,10 @@
  * A terminal that has been quiet for a while is serialized and disposed, so an
  * idle session costs a string, not a live terminal (~17 MB with scrollback).
  */
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { parentPort } from 'node:worker_threads';
 import { Terminal } from '@xterm/headless';
 import { SerializeAddon } from '@xterm/addon-serialize';
-import { canReleaseMemory, releaseMemorySoon } from '../common/memory';
+import { canReleaseMemory, collectGarbage, releaseMemorySoon } from '../common/memory';
 import type { ScreenRequest, ScreenReply } from './screenProtocol';
 
 /** Lines of scrollback kept in the screen model and its snapshots. */
@@ -58,19 +56,6 @@ function serialize(state: ScreenState): string {
   if (!state.term || !state.serializer) return state.folded ? state.folded.toString('utf8') : '';
   return state.serializer.serialize({ scrollback: SCREEN_SCROLLBACK });
 }
-
-/**
- * A garbage collection on demand: folded terminals leave garbage that an idle
- * worker would otherwise keep for good (workers cannot take --expose-gc).
- */
-const collect: (() => void) | null = (() => {
-  try {
-    setFlagsFromString('--expose-gc');
-    return runInNewContext('gc') as () => void;
-  } catch {
-    return null;
-  }
-})();
 
 let liveCount = 0;
 /** Live terminals with a fold under way (they no longer count against MAX_LIVE). */
@@ -200,7 +185,8 @@ const sweep = setInterval(() => {
     foldedSinceGc = false;
     // A collection frees the folded terminals; with the memory helper built, the allocator then hands the memory back.
     if (canReleaseMemory()) releaseMemorySoon();
-    else collect?.();
+    // Folded terminals leave garbage that an idle worker would otherwise keep for good.
+    else collectGarbage?.();
   }
 }, EVICT_SWEEP_MS);
 sweep.unref();
