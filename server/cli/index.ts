@@ -58,7 +58,7 @@ async function doctor(): Promise<number> {
   process.stdout.write(
     canReleaseMemory()
       ? 'ok    native memory helper built (memory freed after bursts goes back to the OS)\n'
-      : 'note  native memory helper not built: agentd works, but keeps memory freed after bursts — "npm rebuild" builds it (needs make, gcc)\n',
+      : 'info  native memory helper not built: agentd works, but keeps memory freed after bursts — "npm rebuild" builds it (needs make, gcc)\n',
   );
   const c = config();
   check(true, `config valid (DATA_DIR ${c.dataDir}, roots ${c.allowedRoots.join(':')})`);
