@@ -32,11 +32,6 @@ export class PtyWriter {
     }
   }
 
-  /** Bytes waiting for the program to read. */
-  get pendingBytes(): number {
-    return this.queue.reduce((n, b) => n + b.length, 0);
-  }
-
   /** Drops what is queued (the program is gone) and writes nothing more. */
   close(): void {
     this.closed = true;

@@ -57,8 +57,24 @@ export class OutputLog {
    * them are no longer in memory.
    */
   slice(offset: number, to: number = this.endOffset): Buffer | null {
+    const parts = this.parts(offset, to);
+    if (!parts) return null;
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  /** Like `slice`, but always into a new buffer of its own (one that can be transferred to a worker). */
+  copy(offset: number, to: number = this.endOffset): Buffer | null {
+    const parts = this.parts(offset, to);
+    if (!parts) return null;
+    const out = Buffer.allocUnsafeSlow(to - offset);
+    let at = 0;
+    for (const part of parts) at += part.copy(out, at);
+    return out;
+  }
+
+  /** Views of the kept chunks covering [offset, to); null if some of those bytes are no longer in memory. */
+  private parts(offset: number, to: number): Buffer[] | null {
     if (!this.has(offset) || to < offset || to > this.endOffset) return null;
-    if (offset === to) return Buffer.alloc(0);
     const parts: Buffer[] = [];
     let pos = this.startOffset;
     for (let i = this.head; i < this.chunks.length && pos < to; i++) {
@@ -71,22 +87,7 @@ export class OutputLog {
       }
       pos = chunkEnd;
     }
-    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
-  }
-
-  /** Like `slice`, but always into a new buffer of its own (one that can be transferred to a worker). */
-  copy(offset: number, to: number = this.endOffset): Buffer | null {
-    if (!this.has(offset) || to < offset || to > this.endOffset) return null;
-    const out = Buffer.allocUnsafeSlow(to - offset);
-    let pos = this.startOffset;
-    let at = 0;
-    for (let i = this.head; i < this.chunks.length && pos < to; i++) {
-      const chunk = this.chunks[i];
-      const chunkEnd = pos + chunk.length;
-      if (chunkEnd > offset) at += chunk.copy(out, at, Math.max(0, offset - pos), Math.min(chunk.length, to - pos));
-      pos = chunkEnd;
-    }
-    return out;
+    return parts;
   }
 
   /** Drops everything in memory (the stream's end is kept): for idle sessions whose bytes are stored. */

@@ -690,12 +690,15 @@ export class SqliteStore implements SessionStore {
   private compacted(planned: { id: string; output: SessionOutput; compaction: Compaction }, result: RecompactResult): void {
     const { id, output, compaction } = planned;
     if (this.closed || this.outputs.get(id) !== output || output.compaction !== compaction) return;
-    if (!result.error && result.source.length === 0 && result.settledTo > compaction.start && output.uncompactedStart === compaction.start) {
-      // Only raw rows (and short runs between them): final as they are; what follows them waits for the next compaction.
-      output.compaction = null;
-      output.uncompactedStart = result.settledTo;
-      output.tailRows = 0;
-      return;
+    if (!result.error && result.settledTo > compaction.start && output.uncompactedStart === compaction.start) {
+      // Raw rows at the front (and short runs between them) are final as they are: the run starts after them.
+      output.uncompactedStart = compaction.start = result.settledTo;
+      if (result.source.length === 0) {
+        // Nothing else yet: what follows them waits for the next compaction.
+        output.compaction = null;
+        output.tailRows = 0;
+        return;
+      }
     }
     if (result.error || result.source.length === 0) {
       // It could not read or pack those rows: leave them be.
@@ -703,10 +706,6 @@ export class SqliteStore implements SessionStore {
       output.compaction = null;
       output.settleUncompacted();
       return;
-    }
-    if (result.settledTo > compaction.start && output.uncompactedStart === compaction.start) {
-      // Raw rows at the front are final as they are: the run starts after them.
-      output.uncompactedStart = compaction.start = result.settledTo;
     }
     compaction.end = result.source[result.source.length - 1][1];
     compaction.source = result.source;

@@ -1,4 +1,4 @@
-import { brotliCompress, brotliCompressSync, deflateRawSync, brotliDecompressSync, constants, gunzipSync, gzipSync, type BrotliOptions } from 'node:zlib';
+import { brotliCompress, brotliCompressSync, brotliDecompressSync, constants, deflateRawSync, gunzipSync, gzipSync, type BrotliOptions } from 'node:zlib';
 
 /**
  * How output rows and snapshots are compressed. Shared by the main thread
