@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "agentd_native",
-      "sources": ["trim.c"]
+      "sources": ["helper.c"]
     }
   ]
 }

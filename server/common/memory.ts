@@ -1,7 +1,6 @@
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { NativeHelper, nativeHelper } from './native';
 
 /**
  * Returning freed memory to the operating system.
@@ -10,7 +9,7 @@ import { runInNewContext } from 'node:vm';
  * hundreds of megabytes that the program has freed but glibc's allocator
  * keeps, scattered between live allocations where it never trims by itself:
  * measured (bench/core.ts memory) 390 MB of RSS, 170 MB after one
- * `malloc_trim(0)`. Node cannot call it, so native/trim.c does (built at
+ * `malloc_trim(0)`. Node cannot call it, so native/helper.c does (built at
  * install; optional: without it nothing else changes).
  *
  * `releaseMemorySoon()` is called where much memory was just let go (a
@@ -23,30 +22,10 @@ const TRIM_DELAY_MS = 1_000;
 const MIN_TRIM_INTERVAL_MS = 5_000;
 const SWEEP_WAIT_MS = 200;
 
-interface Native {
-  trim(): boolean;
-  supported(): boolean;
-}
-
-let native: Native | null | undefined;
-
-/** The helper, found beside the sources or the build (dist/), or null. */
-function load(): Native | null {
-  if (native !== undefined) return native;
-  native = null;
-  for (let dir = __dirname, i = 0; i < 5; i++, dir = resolve(dir, '..')) {
-    const file = join(dir, 'native', 'build', 'Release', 'agentd_native.node');
-    if (!existsSync(file)) continue;
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      const mod = require(file) as Native;
-      native = mod.supported() ? mod : null;
-    } catch {
-      native = null;
-    }
-    break;
-  }
-  return native;
+/** The helper if it can trim here (glibc), else null. */
+function load(): NativeHelper | null {
+  const helper = nativeHelper();
+  return helper?.supported() ? helper : null;
 }
 
 /** True if this process can hand freed memory back (glibc, and the helper was built). */

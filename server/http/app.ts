@@ -12,6 +12,7 @@ import { Config } from '../config/schema';
 import { AgentRegistry } from '../agents/profiles';
 import { AgentStatus, probeAgents } from '../agents/status';
 import { NodePtyBackend } from '../pty/NodePtyBackend';
+import { ReadThread } from '../pty/ReadThread';
 import { PtyBackend } from '../pty/PtyBackend';
 import { ChatService } from '../sessions/ChatService';
 import { ScreenService } from '../sessions/ScreenService';
@@ -67,7 +68,9 @@ export function createApp(config: Config, deps: AppDeps): App {
     const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
     return `http://${host.includes(':') ? `[${host}]` : host}:${port}/api/hooks`;
   };
-  const pool = new SessionPool({ hookUrl, config, backend: deps.backend ?? new NodePtyBackend(), store: deps.store, screen, clock, logger, agents });
+  // Terminals whose output floods are read on this thread (started with the first session).
+  const reader = new ReadThread();
+  const pool = new SessionPool({ hookUrl, config, backend: deps.backend ?? new NodePtyBackend(reader), store: deps.store, screen, clock, logger, agents });
   const chat = new ChatService(pool, config, logger.child({ component: 'chat' }));
   const monitor = new HealthMonitor(config, { clock, pool, logger });
   monitor.start();
@@ -248,6 +251,7 @@ export function createApp(config: Config, deps: AppDeps): App {
       });
       pool.dispose();
       screen.dispose();
+      await reader.dispose();
     },
   };
 }

@@ -2,16 +2,32 @@ import { closeSync, constants, openSync } from 'node:fs';
 import * as pty from 'node-pty';
 import { Emitter } from '../common/events';
 import { PtyBackend, PtyExit, PtyProcess, SpawnOptions } from './PtyBackend';
+import { ReadHandle, ReadThread } from './ReadThread';
 import { PtyWriter } from './writer';
+
+/** A read this big filled the kernel's buffer: more is waiting, the output floods (see ReadThread). */
+export const FLOOD_READ_BYTES = 4000;
+
+/** node-pty's socket: its stream handle (libuv), to stop and start its reads. */
+interface PtySocket {
+  _read?: unknown;
+  _handle?: { reading: boolean; readStop(): number; readStart(): number };
+}
 
 /**
  * node-pty drops the tail of the output when a program exits right after
  * writing (node-pty #72, #726; about 1 run in 5 here): once the last slave fd
  * closes, the master read can fail with EIO before the kernel has handed over
  * the last buffered bytes. We hold our own fd on the slave side, so the master
- * never sees that hang-up while the program is alive or draining: node-pty
- * then reads every byte and ends the stream itself (its 200 ms close timer
- * after the child is reaped). Only after its exit do we release the slave.
+ * never sees that hang-up while the program is alive or draining; only after
+ * its exit do we release the slave, and the reader thread then takes every
+ * byte left up to the hang-up before the exit is reported.
+ *
+ * Output is read by node-pty's socket on the event loop while it is light, and
+ * by the reader thread (ReadThread) while it floods, where this process can
+ * (the native helper is built). Exactly one of them reads at any time: the
+ * socket is stopped before the thread is asked to read, and started again
+ * only after the thread has stopped and handed over all it read.
  */
 class NodePtyProcess implements PtyProcess {
   private readonly dataEmitter = new Emitter<Buffer>();
@@ -23,8 +39,16 @@ class NodePtyProcess implements PtyProcess {
   private disposed = false;
   /** Direct writes to the master fd; null if node-pty does not show it (then its own queued writes). */
   private readonly writer: PtyWriter | null;
+  /** The terminal at the reader thread; null if this process cannot use one (or lost it). */
+  private reader: ReadHandle | null = null;
+  /** The thread reads the output now (else node-pty's socket does). */
+  private threadReads = false;
+  /** The exit, held until the reader thread has handed over the last bytes. */
+  private pendingExit: PtyExit | null = null;
+  /** How often the output went to the thread (tests, diagnostics). */
+  handOffs = 0;
 
-  constructor(private readonly term: pty.IPty) {
+  constructor(private readonly term: pty.IPty, thread: ReadThread | null) {
     const fd = (term as unknown as { _fd?: unknown })._fd;
     this.writer = typeof fd === 'number' ? new PtyWriter(fd) : null;
     try {
@@ -34,13 +58,75 @@ class NodePtyProcess implements PtyProcess {
       // The program may already be gone; then there is no tail left to protect.
       this.slaveFd = null;
     }
-    term.onData((data) => this.dataEmitter.fire(data as unknown as Buffer));
+    if (thread && typeof fd === 'number' && this.socket._handle) {
+      this.reader = thread.attach(fd, {
+        onData: (data) => this.dataEmitter.fire(data),
+        onYield: () => this.takeBack(),
+        onEnd: (error) => this.onReadEnd(error),
+      });
+    }
+    term.onData((data) => {
+      this.dataEmitter.fire(data as unknown as Buffer);
+      if (this.reader && !this.threadReads && (data as unknown as Buffer).length >= FLOOD_READ_BYTES) this.handOff();
+    });
     term.onExit(({ exitCode, signal }) => {
+      // node-pty's socket is closed by now: whatever it did not read, the thread reads.
       this.exited = true;
       this.writer?.close();
       this.releaseSlave();
-      this.exitEmitter.fire({ exitCode, signal: signal ? signal : null });
+      const exit = { exitCode, signal: signal ? signal : null };
+      if (this.reader) {
+        this.pendingExit = exit;
+        this.reader.finish();
+      } else {
+        this.exitEmitter.fire(exit);
+      }
     });
+  }
+
+  private get socket(): PtySocket {
+    return (this.term as unknown as { _socket: PtySocket })._socket;
+  }
+
+  /** The output floods: node-pty's socket stops (at once: nothing more is read there) and the thread reads. */
+  private handOff(): void {
+    const socket = this.socket;
+    const handle = socket._handle;
+    if (!handle || this.exited) return;
+    // The socket's stream machinery would start reading again through _read: not while the thread reads.
+    socket._read = () => undefined;
+    handle.reading = false;
+    handle.readStop();
+    this.threadReads = true;
+    this.handOffs++;
+    this.reader!.read();
+  }
+
+  /** The thread stopped reading and handed everything over: node-pty's socket reads again. */
+  private takeBack(): void {
+    if (!this.threadReads) return;
+    this.threadReads = false;
+    if (this.exited || this.disposed) return;
+    const socket = this.socket;
+    delete socket._read;
+    if (socket._handle) {
+      socket._handle.reading = true;
+      socket._handle.readStart();
+    }
+  }
+
+  /** The thread read the last byte (the hang-up, or the exit's short wait), or was lost. */
+  private onReadEnd(error?: string): void {
+    this.reader = null;
+    if (this.disposed) return;
+    const exit = this.pendingExit;
+    if (exit) {
+      this.pendingExit = null;
+      this.exitEmitter.fire(exit);
+      return;
+    }
+    // Lost while the program runs (the thread died, or a read failed): node-pty's socket reads from now on.
+    if (error) this.takeBack();
   }
 
   get pid(): number {
@@ -64,10 +150,12 @@ class NodePtyProcess implements PtyProcess {
 
   pause(): void {
     this.term.pause();
+    this.reader?.pause();
   }
 
   resume(): void {
     this.term.resume();
+    this.reader?.resume();
   }
 
   private releaseSlave(): void {
@@ -85,6 +173,8 @@ class NodePtyProcess implements PtyProcess {
     if (this.disposed) return;
     this.disposed = true;
     this.writer?.close();
+    this.reader?.close();
+    this.reader = null;
     this.releaseSlave();
     try {
       // destroy() closes the master fd (kill() would leave it open: node-pty #950).
@@ -98,6 +188,9 @@ class NodePtyProcess implements PtyProcess {
 }
 
 export class NodePtyBackend implements PtyBackend {
+  /** `thread`: where floods are read (null: everything on the event loop, by node-pty's socket). */
+  constructor(private readonly thread: ReadThread | null = null) {}
+
   spawn(options: SpawnOptions): PtyProcess {
     const term = pty.spawn(options.file, options.args, {
       name: options.env.TERM ?? 'xterm-256color',
@@ -108,6 +201,6 @@ export class NodePtyBackend implements PtyBackend {
       // null: raw Buffers, so multi-byte characters split across reads stay intact for clients.
       encoding: null,
     } as pty.IPtyForkOptions);
-    return new NodePtyProcess(term);
+    return new NodePtyProcess(term, this.thread);
   }
 }
