@@ -45,7 +45,7 @@ export async function main(): Promise<void> {
       `; try: curl -H "Authorization: Bearer ${tokenHint}" ${base}/api/sessions`,
   );
 
-  if (!canReleaseMemory() && process.platform === 'linux') logger.warn('native memory helper not built (npm rebuild): memory freed after bursts of output stays with the daemon');
+  if (!canReleaseMemory() && process.platform === 'linux') logger.warn('native helper not built (npm rebuild): memory freed after bursts of output stays with the daemon, and floods of output are read on the event loop (slower)');
 
   let stopping = false;
   const stop = (signal: string) => {

@@ -190,14 +190,15 @@ export class SessionOutput {
     return this.log.slices(from, to);
   }
 
-  /** Takes the bytes not yet handed to the packer, in rows of at most `rowBytes`. */
-  takeUnsent(rowBytes: number): Array<{ start: number; end: number; parts: Buffer[] }> {
+  /** Takes the bytes not yet handed to the packer, in rows of at most `rowBytes` (with `wholeRows`, only full rows: the rest stays). */
+  takeUnsent(rowBytes: number, wholeRows = false): Array<{ start: number; end: number; parts: Buffer[] }> {
     const out: Array<{ start: number; end: number; parts: Buffer[] }> = [];
-    for (let at = this.sentEnd; at < this.end; at += rowBytes) {
-      const stop = Math.min(this.end, at + rowBytes);
+    const end = wholeRows ? this.sentEnd + Math.floor((this.end - this.sentEnd) / rowBytes) * rowBytes : this.end;
+    for (let at = this.sentEnd; at < end; at += rowBytes) {
+      const stop = Math.min(end, at + rowBytes);
       out.push({ start: at, end: stop, parts: this.log.slices(at, stop) });
     }
-    this.sentEnd = this.end;
+    this.sentEnd = end;
     return out;
   }
 

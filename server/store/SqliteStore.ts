@@ -187,6 +187,8 @@ export class SqliteStore implements SessionStore {
   /** The timed flush under way, and the one asked for while it runs. */
   private running: Promise<boolean> | null = null;
   private rerun: Promise<boolean> | null = null;
+  /** The round queued in `rerun` takes every byte (some caller wanted everything), not only full rows. */
+  private rerunTakesAll = false;
   private failure: { message: string; count: number; since: number } | null = null;
   private readonly healthEmitter = new Emitter<StoreHealth>();
   private closed = false;
@@ -296,7 +298,7 @@ export class SqliteStore implements SessionStore {
     if (output.end - output.sentEnd >= this.chunkBytes && !this.immediate && !this.failure) {
       this.immediate = setImmediate(() => {
         this.immediate = null;
-        void this.flushAsync();
+        void this.flushAsync({ wholeRows: true });
       });
     }
   }
@@ -402,14 +404,19 @@ export class SqliteStore implements SessionStore {
    * or the commit failed (false, kept for the next tick). A call while one
    * runs is served by one more round after it.
    */
-  flushAsync(): Promise<boolean> {
+  flushAsync(opts: { wholeRows?: boolean } = {}): Promise<boolean> {
     if (this.closed) return Promise.resolve(true);
-    // Rounds never overlap: callers while one runs share the next one.
-    if (this.rerun) return this.rerun;
-    if (!this.running) return this.startRound();
+    const wholeRows = opts.wholeRows === true;
+    // Rounds never overlap: callers while one runs share the next one (which takes everything if any of them wants it).
+    if (this.rerun) {
+      if (!wholeRows) this.rerunTakesAll = true;
+      return this.rerun;
+    }
+    if (!this.running) return this.startRound(wholeRows);
+    this.rerunTakesAll = !wholeRows;
     this.rerun = this.running.then(() => {
       this.rerun = null;
-      return this.closed ? true : this.startRound();
+      return this.closed ? true : this.startRound(!this.rerunTakesAll);
     });
     return this.rerun;
   }
@@ -468,12 +475,12 @@ export class SqliteStore implements SessionStore {
     this.close();
   }
 
-  private startRound(): Promise<boolean> {
+  private startRound(wholeRows: boolean): Promise<boolean> {
     // flushRound starts now (it takes the queue synchronously) and, being async, settles later: `round` is set by then.
     let round: Promise<boolean> | undefined;
     round = (async (): Promise<boolean> => {
       try {
-        return await this.flushRound();
+        return await this.flushRound(wholeRows);
       } catch (err) {
         this.log?.error({ err }, 'store flush round failed');
         return false;
@@ -485,10 +492,16 @@ export class SqliteStore implements SessionStore {
     return round;
   }
 
-  /** One timed flush: take what is queued, have it packed off the event loop, commit. */
-  private async flushRound(): Promise<boolean> {
+  /**
+   * One timed flush: take what is queued, have it packed off the event loop,
+   * commit. `wholeRows` (a flush because a session filled a row): only full
+   * rows are taken, the rest waits for the next row or the tick — a flood
+   * then writes only full rows, which the probe settles on the event loop,
+   * instead of a short remainder per round that goes to the worker and back.
+   */
+  private async flushRound(wholeRows: boolean): Promise<boolean> {
     const started = performance.now();
-    const { entries, items } = this.takeUnpacked();
+    const { entries, items } = this.takeUnpacked(wholeRows);
     this.planCompactions(Date.now());
     const pending = items.length > 0 ? this.packOffLoop(items) : null;
     // Up to here, handing over included (a postMessage), the event loop was busy.
@@ -510,13 +523,13 @@ export class SqliteStore implements SessionStore {
     return ok ?? true;
   }
 
-  /** Everything not yet handed to a packer: each session's new bytes in rows of at most `chunkBytes`, and new snapshots. */
-  private takeUnpacked(): { entries: JobEntry[]; items: PackInput[] } {
+  /** What is not yet handed to a packer: each session's new bytes in rows of at most `chunkBytes` (only full ones if `wholeRows`), and new snapshots. */
+  private takeUnpacked(wholeRows = false): { entries: JobEntry[]; items: PackInput[] } {
     const entries: JobEntry[] = [];
     const items: PackInput[] = [];
     for (const [id, output] of this.outputs) {
       if (output.sentEnd >= output.end) continue;
-      for (const row of output.takeUnsent(this.chunkBytes)) {
+      for (const row of output.takeUnsent(this.chunkBytes, wholeRows)) {
         entries.push({ id, output, epoch: output.epoch, start: row.start, end: row.end });
         items.push({ what: 'piece', parts: row.parts });
       }

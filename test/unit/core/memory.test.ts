@@ -14,7 +14,7 @@ function rss(): number {
 const MB = 1024 * 1024;
 
 describe('returning freed memory to the OS', () => {
-  it('has its native helper built (npm install builds native/trim.c)', () => {
+  it('has its native helper built (npm install builds native/helper.c)', () => {
     expect(canReleaseMemory()).toBe(true);
   });
 
