@@ -7,6 +7,7 @@ import { agentLikeOutput } from '../../../bench/persist';
 import { OutputKind, packOutput, DEFAULT_CODEC, unpackOutput } from '../../../server/store/codec';
 import { findMigrationsDir, migrate, readMigrations } from '../../../server/store/migrate';
 import { pickCompactionRun } from '../../../server/store/outputChunks';
+import { SessionOutput } from '../../../server/store/SessionOutput';
 import { SqliteStore, type SqliteStoreOptions } from '../../../server/store/SqliteStore';
 import { cleanupTmp, tmpdir } from '../../helpers/tmp';
 import { waitFor } from '../../helpers/wait';
@@ -386,5 +387,21 @@ describe('SqliteStore output pipeline', () => {
     expectContiguous(rowsOf(dir));
     expect(store.integrityCheck()).toBe('ok');
     expect(segmentsSeen).toBeGreaterThan(0); // the walk did go through compactions
+  });
+});
+
+describe('rows handed to the packer', () => {
+  it('takes only full rows when asked (a flood), and the rest on the next ordinary flush', () => {
+    const out = SessionOutput.empty();
+    out.append(0, Buffer.alloc(700, 1), 1 << 30, 0);
+    const whole = out.takeUnsent(256, true);
+    expect(whole.map((r) => [r.start, r.end])).toEqual([[0, 256], [256, 512]]);
+    expect(out.sentEnd).toBe(512);
+    // Nothing whole is left: nothing is taken.
+    expect(out.takeUnsent(256, true)).toEqual([]);
+    const rest = out.takeUnsent(256);
+    expect(rest.map((r) => [r.start, r.end])).toEqual([[512, 700]]);
+    expect(rest[0].parts.reduce((n, p) => n + p.length, 0)).toBe(188);
+    expect(out.sentEnd).toBe(700);
   });
 });
