@@ -1,7 +1,6 @@
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { nativeHelper } from '../common/native';
+import { compiledWorkerPath } from '../common/workers';
 import type { ReadReply, ReadRequest } from './readProtocol';
 
 /** How long a closed program's terminal is read for what is left, when something else still holds it open. */
@@ -27,14 +26,6 @@ export interface ReadHandle {
   finish(): void;
   /** Stops at once; no more calls to the target. */
   close(): void;
-}
-
-function workerPath(): string | null {
-  const beside = join(__dirname, 'readWorker.js');
-  if (existsSync(beside)) return beside;
-  // Under ts-jest the sources run from server/; the worker runs compiled (npm test builds first).
-  const built = resolve(__dirname, '../../dist/server/pty/readWorker.js');
-  return existsSync(built) ? built : null;
 }
 
 /**
@@ -77,18 +68,13 @@ export class ReadThread {
     const id = this.nextId++;
     this.targets.set(id, target);
     this.post({ type: 'add', id, fd: own });
-    const forget = () => {
-      this.targets.delete(id);
-      if (this.targets.size === 0) this.worker?.unref();
-    };
     return {
       read: () => this.post({ type: 'read', id }),
       pause: () => this.post({ type: 'pause', id }),
       resume: () => this.post({ type: 'resume', id }),
       finish: () => this.post({ type: 'finish', id, waitMs: FINISH_WAIT_MS }),
       close: () => {
-        if (!this.targets.has(id)) return;
-        forget();
+        if (!this.forget(id)) return;
         this.post({ type: 'close', id });
       },
     };
@@ -99,7 +85,7 @@ export class ReadThread {
       this.worker.ref();
       return this.worker;
     }
-    const file = workerPath();
+    const file = compiledWorkerPath(__dirname, 'readWorker.js');
     if (!file) return null;
     const worker = new Worker(file, { resourceLimits: { maxYoungGenerationSizeMb: 8 } });
     worker.on('message', (msg: ReadReply) => this.onReply(msg));
@@ -119,9 +105,15 @@ export class ReadThread {
       return;
     }
     if (msg.type === 'yield') return target.onYield();
-    this.targets.delete(msg.id);
-    if (this.targets.size === 0) this.worker?.unref();
+    this.forget(msg.id);
     target.onEnd(msg.error);
+  }
+
+  /** Stops serving `id`; an idle thread does not keep the process alive. False if it was not served. */
+  private forget(id: number): boolean {
+    if (!this.targets.delete(id)) return false;
+    if (this.targets.size === 0) this.worker?.unref();
+    return true;
   }
 
   /** The thread is gone: every terminal it read is told, and new ones are read on the event loop. */

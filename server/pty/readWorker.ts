@@ -103,8 +103,6 @@ function pump(r: Reader): void {
   if (r.ended) {
     forget(r);
     send({ type: 'end', id: r.id, ...(r.error ? { error: r.error } : {}) });
-  } else if (!r.reading && !r.finishing && r.pending) {
-    r.pending = null; // handed back and drained: an idle terminal holds no buffer here
   }
 }
 
@@ -117,7 +115,7 @@ function armQuiet(r: Reader, ms: number): void {
     if (quietFor < YIELD_AFTER_MS || r.inFlight || r.pendingBytes > 0) return armQuiet(r, Math.max(1, YIELD_AFTER_MS - quietFor));
     r.reading = false;
     setFlow(r);
-    r.pending = null;
+    r.pending = null; // drained and handed back: an idle terminal holds no buffer here
     send({ type: 'yield', id: r.id });
   }, ms);
 }
@@ -130,9 +128,13 @@ function forget(r: Reader): void {
 }
 
 function add(id: number, fd: number): void {
+  // `onread`: reads land in one reused buffer, and pause() really stops reading (a plain tty stream reads one more chunk).
+  // The callback runs only once reading starts, after `r` exists.
+  const stream = new ReadStream(fd, { onread: { buffer: readBuffer, callback: (n: number, buf: Buffer) => onRead(r, n, buf) } } as never);
+  stream.pause();
   const r: Reader = {
     id,
-    stream: null as unknown as ReadStream,
+    stream,
     pending: null,
     pendingBytes: 0,
     inFlight: false,
@@ -144,9 +146,6 @@ function add(id: number, fd: number): void {
     lastReadAt: 0,
     timer: null,
   };
-  // `onread`: reads land in one reused buffer, and pause() really stops reading (a plain tty stream reads one more chunk).
-  r.stream = new ReadStream(fd, { onread: { buffer: readBuffer, callback: (n: number, buf: Buffer) => onRead(r, n, buf) } } as never);
-  r.stream.pause();
   readers.set(id, r);
   // EIO is the hang-up: the last program holding the terminal is gone and everything was read.
   r.stream.on('error', (err: NodeJS.ErrnoException) => {

@@ -1,6 +1,5 @@
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { compiledWorkerPath } from '../common/workers';
 import { IDisposable } from '../common/disposable';
 import type { ScreenReply, ScreenRequest } from './screenProtocol';
 
@@ -21,12 +20,9 @@ const MAX_BACKLOG_BYTES = 4 * 1024 * 1024;
 const SNAPSHOT_TIMEOUT_MS = 10_000;
 
 function workerPath(): string {
-  const beside = join(__dirname, 'screenWorker.js');
-  if (existsSync(beside)) return beside;
-  // Under ts-jest the sources run from server/; the worker runs compiled (npm test builds first).
-  const built = resolve(__dirname, '../../dist/server/sessions/screenWorker.js');
-  if (existsSync(built)) return built;
-  throw new Error(`screen worker not built: run "npm run build" (looked for ${beside} and ${built})`);
+  const file = compiledWorkerPath(__dirname, 'screenWorker.js');
+  if (!file) throw new Error(`screen worker not built: run "npm run build" (looked beside ${__dirname} and in dist/)`);
+  return file;
 }
 
 interface Feed {

@@ -1,6 +1,5 @@
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { compiledWorkerPath } from '../common/workers';
 import { OutputKind, packOutput, packOutputAsync, packSnapshot, worthPacking, type CodecSettings } from './codec';
 import {
   PACKER_PROTOCOL,
@@ -77,13 +76,9 @@ export class InlinePacker implements Packer {
   dispose(): void {}
 }
 
-/** Where the compiled worker is: beside this file when running from dist/, else dist/ (ts-jest, ts-node). */
+/** Where the compiled worker is (null if not built). */
 export function compressWorkerPath(): string | null {
-  const beside = join(__dirname, 'compressWorker.js');
-  if (existsSync(beside)) return beside;
-  const built = resolve(__dirname, '../../dist/server/store/compressWorker.js');
-  if (existsSync(built)) return built;
-  return null;
+  return compiledWorkerPath(__dirname, 'compressWorker.js');
 }
 
 /** Pieces from this size on are probed on the calling thread, and kept out of the worker if they would not shrink. */
