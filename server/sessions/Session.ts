@@ -1,8 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { Clock, iso, wallTimeOf } from '../common/clock';
+import { Clock, iso } from '../common/clock';
 import { Disposable } from '../common/disposable';
 import { Emitter } from '../common/events';
-import { releaseMemorySoon } from '../common/memory';
 import { Logger } from '../common/log';
 import { Config } from '../config/schema';
 import { AgentProfile, childEnv, resolveCommand } from '../agents/profiles';
@@ -20,21 +19,17 @@ import { TurnTracker } from './TurnTracker';
 import { AgentDriver, createDriver, DriverHost } from './drivers';
 import { AgentSignal } from '../agents/signals';
 import { tokenMatches } from '../common/tokens';
-import { toPlainLines } from './text';
+import { lastPlainLine } from './text';
+import { RingTrimmer } from './RingTrimmer';
+import { SessionLifetime } from './SessionLifetime';
 import type { EndState, MonitoredSession, ProcessTarget, ResourceSample } from '../health/types';
 
 /** The pause between a chat line's text and its Enter: each real CLI drops one form otherwise (research note §5). */
 export const ENTER_PAUSE_MS = 150;
 /** Output kept in memory per session for resume-by-offset; older bytes come from the store. */
 export const RING_BYTES = 1024 * 1024;
-/** A ring dropped with this much in it has the allocator hand memory back to the OS (common/memory.ts). */
-const RELEASE_AFTER_BYTES = 256 * 1024;
 /** How long close waits for the pty to report exit once every process is gone. */
 const EXIT_WAIT_MS = 5_000;
-/** A session whose output has been quiet this long keeps its bytes only in the store. */
-const RING_TRIM_AFTER_MS = 20_000;
-/** A keep-alive moves the stored deadline only when it moved at least this much. */
-const KEEPALIVE_PERSIST_MS = 1_000;
 /** An agent that has not said it is ready after this long is taken as ready (its hooks may be broken), with a warning. */
 const READY_FALLBACK_MS = 30_000;
 /** An agent that exits this soon after a revival failed to resume (e.g. "No conversation found"). */
@@ -70,8 +65,8 @@ export class Session extends Disposable implements MonitoredSession {
   private pty: PtyProcess | null = null;
   private turns: TurnTracker | null = null;
   private readonly logger: Logger;
-  private lifetimeStartMono: number;
-  private lastActivityMono: number;
+  private readonly lifetime: SessionLifetime;
+  private readonly ringTrimmer: RingTrimmer;
   private usage: ResourceSample | null = null;
   private ending: { state: SessionState; reason: string } | null = null;
   private readonly driver: AgentDriver;
@@ -80,9 +75,6 @@ export class Session extends Disposable implements MonitoredSession {
   private endPromise: Promise<void> | null = null;
   private exitWaiters: Array<() => void> = [];
   private finalSnapshot: Promise<void> = Promise.resolve();
-  private persistedExpiresAt = 0;
-  private trimTimer: NodeJS.Timeout | null = null;
-  private lastOutputMono = 0;
   private readyTimer: NodeJS.Timeout | null = null;
   /** Monotonic time of the last revival, to tell a resume that failed at once. */
   private revivedAtMono: number | null = null;
@@ -104,8 +96,8 @@ export class Session extends Disposable implements MonitoredSession {
     this.log = new OutputLog(RING_BYTES, record.outputBytes);
     this.screenKeeper = this.register(new ScreenKeeper(record.id, this.log, () => ({ cols: this.record.cols, rows: this.record.rows }), { ...deps, logger: this.logger }));
     this.stream = this.register(new ClientStream(record.id, this.log, this.screenKeeper, { store: deps.store, logger: this.logger, onSize: (c, r) => this.applySize(c, r) }));
-    this.lifetimeStartMono = this.monoFromWall(record.expiresAt, deps.config.sessionTimeoutHours);
-    this.lastActivityMono = deps.clock.monotonic();
+    this.lifetime = new SessionLifetime(record, deps.clock, deps.config.sessionTimeoutHours, () => this.persist());
+    this.ringTrimmer = new RingTrimmer(record.id, this.log, deps);
     this.driver = this.register(createDriver(profile, this.driverHost()));
   }
 
@@ -173,7 +165,7 @@ export class Session extends Disposable implements MonitoredSession {
 
   /** Spawns the agent. A missing program or bad folder was refused by the pool before; a failed spawn ends `failed`. */
   start(opts: { revive: boolean }): void {
-    const { config, backend, store, screen, clock } = this.deps;
+    const { config, backend, store, clock } = this.deps;
     const rec = this.record;
     this.screenKeeper.ensureOpen();
     const file = resolveCommand(this.profile);
@@ -199,21 +191,33 @@ export class Session extends Disposable implements MonitoredSession {
     this.keepAlive();
     this.register(pty.onData((chunk) => this.onOutput(chunk)));
     this.register(pty.onExit((exit) => this.onExit(pty, exit)));
+    this.trackTurns();
+    this.revivedAtMono = opts.revive ? clock.monotonic() : null;
+    this.setState(this.driver.authoritative ? 'starting' : 'running');
+    this.armReadyFallback();
+    store.addEvent({ sessionId: rec.id, type: opts.revive ? 'revived' : 'created', at: clock.now(), detail: { pid: pty.pid, args } });
+    this.logger.info({ pid: pty.pid, agent: this.profile.name, revive: opts.revive, cwd: rec.projectPath, maxHistoryMB: config.maxSessionHistoryMB }, 'agent started');
+  }
+
+  /** A fresh turn queue for the agent just started (the last one's, if any, is gone with its agent). */
+  private trackTurns(): void {
     this.turns?.dispose();
     this.turns = this.register(
-      new TurnTracker(rec.id, {
+      new TurnTracker(this.id, {
         idleMs: this.profile.idleMs,
         promptPattern: this.profile.promptPattern,
         authoritative: this.driver.authoritative,
-        now: () => clock.now(),
+        now: () => this.deps.clock.now(),
         submit: (text) => this.submitLine(text),
         isReady: () => this.isLive() && this.driver.isReady() && !this.prompt,
       }),
     );
     this.register(this.turns.onTurnStart((turn) => this.onTurnStart(turn)));
     this.register(this.turns.onTurnEnd(({ turn }) => this.onTurnEnded(turn)));
-    this.revivedAtMono = opts.revive ? clock.monotonic() : null;
-    this.setState(this.driver.authoritative ? 'starting' : 'running');
+  }
+
+  /** An agent that reports readiness through hooks is taken as ready after a while even if it never does. */
+  private armReadyFallback(): void {
     if (this.readyTimer) clearTimeout(this.readyTimer);
     this.readyTimer = this.driver.authoritative
       ? setTimeout(() => {
@@ -223,8 +227,6 @@ export class Session extends Disposable implements MonitoredSession {
           this.onSignal({ kind: 'ready' });
         }, READY_FALLBACK_MS)
       : null;
-    store.addEvent({ sessionId: rec.id, type: opts.revive ? 'revived' : 'created', at: clock.now(), detail: { pid: pty.pid, args } });
-    this.logger.info({ pid: pty.pid, agent: this.profile.name, revive: opts.revive, cwd: rec.projectPath, maxHistoryMB: config.maxSessionHistoryMB }, 'agent started');
   }
 
   // ---- output path (hot) ----
@@ -237,30 +239,7 @@ export class Session extends Disposable implements MonitoredSession {
     this.screenKeeper.noteOutput();
     this.turns?.onOutput(chunk);
     this.driver.onOutput(chunk);
-    this.lastOutputMono = this.deps.clock.monotonic();
-    if (!this.trimTimer) this.armTrim();
-  }
-
-  /**
-   * A session quiet for a while drops its in-memory ring: its bytes are in the
-   * store (which serves resumes and history), and a hundred idle sessions must
-   * not hold a megabyte each. Not while the store is degraded (unsaved bytes
-   * live only in memory then).
-   */
-  private armTrim(delay = RING_TRIM_AFTER_MS): void {
-    this.trimTimer = setTimeout(() => {
-      this.trimTimer = null;
-      const quietFor = this.deps.clock.monotonic() - this.lastOutputMono;
-      if (quietFor < RING_TRIM_AFTER_MS) return this.armTrim(RING_TRIM_AFTER_MS - quietFor + 10);
-      if (this.deps.store.health().status !== 'ok') return this.armTrim();
-      this.deps.store.flush();
-      if (this.deps.store.health().status === 'ok' && this.deps.store.outputRange(this.id).end >= this.log.end) {
-        const freed = this.log.bytesInMemory;
-        this.log.clear();
-        if (freed >= RELEASE_AFTER_BYTES) releaseMemorySoon();
-      }
-    }, delay);
-    this.trimTimer.unref();
+    this.ringTrimmer.noteOutput();
   }
 
   // ---- input ----
@@ -382,22 +361,9 @@ export class Session extends Disposable implements MonitoredSession {
 
   // ---- lifetime (MonitoredSession) ----
 
-  private monoFromWall(expiresAt: number | null, timeoutHours: number): number {
-    const { clock } = this.deps;
-    if (expiresAt === null) return clock.monotonic();
-    const remaining = expiresAt - clock.now();
-    return clock.monotonic() + remaining - timeoutHours * 3_600_000;
-  }
-
   /** Restarts the lifetime and clears the warning. */
   keepAlive(): void {
-    const { clock, config } = this.deps;
-    this.lifetimeStartMono = clock.monotonic();
-    this.record.expiresAt = Math.round(wallTimeOf(clock, this.lifetimeStartMono + config.sessionTimeoutHours * 3_600_000));
-    const wasWarned = this.record.warnedAt !== null;
-    this.record.warnedAt = null;
-    // Every keystroke is a keep-alive: the stored deadline is refreshed at most once a second, off the input path's way.
-    if (wasWarned || this.record.expiresAt - this.persistedExpiresAt >= KEEPALIVE_PERSIST_MS) this.persist();
+    this.lifetime.restart();
   }
 
   /** A user's input or chat turn: activity, and a keep-alive (contract). */
@@ -408,12 +374,11 @@ export class Session extends Disposable implements MonitoredSession {
 
   /** A client came or went: activity for idle culling and LRU, but not a keep-alive. */
   private noteActivity(): void {
-    this.lastActivityMono = this.deps.clock.monotonic();
-    this.record.lastActivityAt = this.deps.clock.now();
+    this.lifetime.noteActivity();
   }
 
   lifetimeStart(): number {
-    return this.lifetimeStartMono;
+    return this.lifetime.start;
   }
   isWarned(): boolean {
     return this.record.warnedAt !== null;
@@ -425,7 +390,7 @@ export class Session extends Disposable implements MonitoredSession {
     return this.stream.size;
   }
   lastActivity(): number {
-    return this.lastActivityMono;
+    return this.lifetime.lastActivity;
   }
   processTarget(): ProcessTarget | null {
     if (!this.isLive() || !this.record.tag) return null;
@@ -496,9 +461,7 @@ export class Session extends Disposable implements MonitoredSession {
   /** The last non-empty line the agent printed, as plain text (for failure reasons). */
   private lastOutputLine(): string {
     const tail = this.log.slice(Math.max(this.log.start, this.log.end - 4096));
-    if (!tail) return '';
-    const lines = toPlainLines(tail.toString('utf8')).filter((l) => l.trim() !== '');
-    return (lines[lines.length - 1] ?? '').trim().slice(0, 300);
+    return tail ? lastPlainLine(tail.toString('utf8')).slice(0, 300) : '';
   }
 
   private finishEnding(exitCode: number | null, signal: number | null): void {
@@ -557,7 +520,7 @@ export class Session extends Disposable implements MonitoredSession {
   }
 
   persist(): void {
-    this.persistedExpiresAt = this.record.expiresAt ?? 0;
+    this.lifetime.notePersisted();
     this.deps.store.putSession({ ...this.record });
   }
 
@@ -591,7 +554,7 @@ export class Session extends Disposable implements MonitoredSession {
 
   override dispose(): void {
     if (this.readyTimer) clearTimeout(this.readyTimer);
-    if (this.trimTimer) clearTimeout(this.trimTimer);
+    this.ringTrimmer.dispose();
     this.pty?.dispose();
     this.pty = null;
     super.dispose();

@@ -28,6 +28,12 @@ export function toPlainLines(raw: string): string[] {
   return stripAnsi(raw).split('\n').map(renderLine);
 }
 
+/** The last non-empty line of `raw` as plain text, trimmed ('' if there is none). */
+export function lastPlainLine(raw: string): string {
+  const lines = toPlainLines(raw).filter((l) => l.trim() !== '');
+  return (lines[lines.length - 1] ?? '').trim();
+}
+
 /**
  * What an agent answered in one turn, as plain text: the echoed prompt and
  * the ready prompt it ends on are removed.
