@@ -82,7 +82,13 @@ export class CompressionWorkers {
       return null;
     }
     try {
-      this.workers = { flush: new CompressWorker(file, this.codec, FLUSH_WORKER_TIMEOUT_MS), background: new CompressWorker(file, this.codec, null, BACKGROUND_NICE) };
+      const flush = new CompressWorker(file, this.codec, FLUSH_WORKER_TIMEOUT_MS);
+      try {
+        this.workers = { flush, background: new CompressWorker(file, this.codec, null, BACKGROUND_NICE) };
+      } catch (err) {
+        flush.dispose(); // the first thread must not outlive the pair that failed
+        throw err;
+      }
       // Checkpoints move to the background worker; SQLite's own stays as a backstop.
       this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
     } catch (err) {

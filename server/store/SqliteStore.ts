@@ -36,7 +36,7 @@ export interface SqliteStoreOptions {
   flushIntervalMs?: number;
   /**
    * A session with this much output queued triggers a flush on the next turn
-   * of the event loop; also the largest row a flush writes. Default 64 KiB.
+   * of the event loop; also the largest row a flush writes. Default 256 KiB.
    */
   chunkBytes?: number;
   /**
