@@ -82,22 +82,6 @@ export interface BatchWriterOptions {
  * tick and reports the store degraded until one succeeds.
  */
 export class BatchWriter {
-  private readonly db: Database.Database;
-  private readonly stmts: Statements;
-  private readonly queued: WriteQueue;
-  private readonly outputs: Map<string, SessionOutput>;
-  private readonly codec: CodecSettings;
-  private readonly inline: InlinePacker;
-  private readonly workers: Pick<CompressionWorkers, 'pack' | 'maybeCheckpoint'>;
-  private readonly compactor: Pick<Compactor, 'plan'>;
-  private readonly maxHistoryBytes: number;
-  private readonly flushIntervalMs: number;
-  private readonly chunkBytes: number;
-  private readonly quietMs: number;
-  private readonly snapshotsKept: number;
-  private readonly faultInjector?: () => void;
-  private readonly onFlush?: (stats: FlushStats) => void;
-  private readonly log?: Logger;
 
   private tickTimer: NodeJS.Timeout | null = null;
   private quietTimer: NodeJS.Timeout | null = null;
@@ -116,24 +100,7 @@ export class BatchWriter {
   /** Fires when health changes (degraded on a failed flush, ok after a retry succeeds). */
   readonly onHealthChange: Event<StoreHealth> = this.healthEmitter.event;
 
-  constructor(options: BatchWriterOptions) {
-    this.db = options.db;
-    this.stmts = options.stmts;
-    this.queued = options.queued;
-    this.outputs = options.outputs;
-    this.codec = options.codec;
-    this.inline = options.inline;
-    this.workers = options.workers;
-    this.compactor = options.compactor;
-    this.maxHistoryBytes = options.maxHistoryBytes;
-    this.flushIntervalMs = options.flushIntervalMs;
-    this.chunkBytes = options.chunkBytes;
-    this.quietMs = options.quietMs;
-    this.snapshotsKept = options.snapshotsKept;
-    this.faultInjector = options.faultInjector;
-    this.onFlush = options.onFlush;
-    this.log = options.log;
-  }
+  constructor(private readonly options: BatchWriterOptions) {}
 
   /** Commits everything queued now, packing on the event loop (`SqliteStore.flush`). */
   flush(): boolean {
@@ -147,7 +114,7 @@ export class BatchWriter {
     const beforeCommit = performance.now();
     const ok = this.commit();
     const done = performance.now();
-    if (ok !== null) this.onFlush?.({ mode: 'sync', mainMs: done - started, totalMs: done - started, prepareMs: beforeCommit - started, commitMs: done - beforeCommit, ok });
+    if (ok !== null) this.options.onFlush?.({ mode: 'sync', mainMs: done - started, totalMs: done - started, prepareMs: beforeCommit - started, commitMs: done - beforeCommit, ok });
     return ok ?? true;
   }
 
@@ -171,12 +138,12 @@ export class BatchWriter {
 
   health(): StoreHealth {
     if (!this.failure) return { status: 'ok' };
-    const queued = [...this.outputs.values()].reduce((n, o) => n + o.pendingBytes, 0);
-    const others = this.queued.sessions.size + this.queued.deletes.size + this.queued.turns.size + this.queued.events.length + this.queued.snapshots.length;
+    const queued = [...this.options.outputs.values()].reduce((n, o) => n + o.pendingBytes, 0);
+    const others = this.options.queued.sessions.size + this.options.queued.deletes.size + this.options.queued.turns.size + this.options.queued.events.length + this.options.queued.snapshots.length;
     return {
       status: 'degraded',
       detail: `${this.failure.message}: ${this.failure.count} failed flush(es) since ${new Date(this.failure.since).toISOString()}; ` +
-        `${queued} bytes of output and ${others} other writes kept in memory, retried every ${this.flushIntervalMs} ms`,
+        `${queued} bytes of output and ${others} other writes kept in memory, retried every ${this.options.flushIntervalMs} ms`,
     };
   }
 
@@ -186,7 +153,7 @@ export class BatchWriter {
     this.tickTimer = setTimeout(() => {
       this.tickTimer = null;
       void this.flushAsync();
-    }, this.flushIntervalMs);
+    }, this.options.flushIntervalMs);
     // The tick alone must not keep the process alive; close() flushes what is left.
     this.tickTimer.unref();
   }
@@ -195,7 +162,7 @@ export class BatchWriter {
   outputAppended(output: SessionOutput): void {
     this.scheduleTick();
     // A full chunk is ready: write it soon, but never inside the caller's call. Not while degraded: retries wait for the tick.
-    if (output.end - output.sentEnd >= this.chunkBytes && !this.immediate && !this.failure) {
+    if (output.end - output.sentEnd >= this.options.chunkBytes && !this.immediate && !this.failure) {
       this.immediate = setImmediate(() => {
         this.immediate = null;
         void this.flushAsync({ wholeRows: true });
@@ -220,7 +187,7 @@ export class BatchWriter {
       try {
         return await this.flushRound(wholeRows);
       } catch (err) {
-        this.log?.error({ err }, 'store flush round failed');
+        this.options.log?.error({ err }, 'store flush round failed');
         return false;
       } finally {
         if (this.running === round) this.running = null;
@@ -240,8 +207,8 @@ export class BatchWriter {
   private async flushRound(wholeRows: boolean): Promise<boolean> {
     const started = performance.now();
     const { entries, items } = this.takeUnpacked(wholeRows);
-    this.compactor.plan(Date.now());
-    const pending = items.length > 0 ? this.workers.pack(items) : null;
+    this.options.compactor.plan(Date.now());
+    const pending = items.length > 0 ? this.options.workers.pack(items) : null;
     // Up to here, handing over included (a postMessage), the event loop was busy.
     const prepareMs = performance.now() - started;
     let mainMs = prepareMs;
@@ -256,7 +223,7 @@ export class BatchWriter {
     const ok = this.commit();
     const done = performance.now();
     mainMs += done - beforeCommit;
-    if (ok !== null) this.onFlush?.({ mode: 'tick', mainMs, totalMs: done - started, prepareMs, commitMs: done - beforeCommit, ok });
+    if (ok !== null) this.options.onFlush?.({ mode: 'tick', mainMs, totalMs: done - started, prepareMs, commitMs: done - beforeCommit, ok });
     this.scheduleQuietCheck();
     return ok ?? true;
   }
@@ -265,14 +232,14 @@ export class BatchWriter {
   private takeUnpacked(wholeRows = false): { entries: JobEntry[]; items: PackInput[] } {
     const entries: JobEntry[] = [];
     const items: PackInput[] = [];
-    for (const [id, output] of this.outputs) {
+    for (const [id, output] of this.options.outputs) {
       if (output.sentEnd >= output.end) continue;
-      for (const row of output.takeUnsent(this.chunkBytes, wholeRows)) {
+      for (const row of output.takeUnsent(this.options.chunkBytes, wholeRows)) {
         entries.push({ id, output, epoch: output.epoch, start: row.start, end: row.end });
         items.push({ what: 'piece', parts: row.parts });
       }
     }
-    for (const queued of this.queued.snapshots) {
+    for (const queued of this.options.queued.snapshots) {
       if (queued.sent || queued.data) continue;
       queued.sent = true;
       entries.push({ queued });
@@ -289,7 +256,7 @@ export class BatchWriter {
         else entry.queued.sent = false;
         return;
       }
-      if (this.outputs.get(entry.id) !== entry.output) return;
+      if (this.options.outputs.get(entry.id) !== entry.output) return;
       if (packed) entry.output.addPacked({ start: entry.start, end: entry.end, kind: packed[i].kind, data: packed[i].data }, entry.epoch);
       else entry.output.unsend();
     });
@@ -297,17 +264,17 @@ export class BatchWriter {
 
   /** Packs on the event loop whatever is not packed yet, including what the worker is still busy with (its answer will be stale). */
   private packAllNow(): void {
-    for (const output of this.outputs.values()) {
+    for (const output of this.options.outputs.values()) {
       if (output.packedEnd >= output.end) continue;
       output.unsend();
-      const rows = output.takeUnsent(this.chunkBytes);
-      const packed = this.inline.packNow(rows.map((r) => ({ what: 'piece', parts: r.parts })));
+      const rows = output.takeUnsent(this.options.chunkBytes);
+      const packed = this.options.inline.packNow(rows.map((r) => ({ what: 'piece', parts: r.parts })));
       rows.forEach((r, i) => output.addPacked({ start: r.start, end: r.end, kind: packed[i].kind, data: packed[i].data }, output.epoch));
     }
-    for (const queued of this.queued.snapshots) {
+    for (const queued of this.options.queued.snapshots) {
       if (queued.data) continue;
       // Level 1 here: this is on the event loop (the worker uses the codec's level).
-      queued.data = packSnapshot(Buffer.from(queued.snapshot.data, 'utf8'), { ...this.codec, snapshotLevel: 1 });
+      queued.data = packSnapshot(Buffer.from(queued.snapshot.data, 'utf8'), { ...this.options.codec, snapshotLevel: 1 });
       queued.sent = true;
     }
   }
@@ -320,27 +287,27 @@ export class BatchWriter {
     if (!this.hasCommittable()) return null;
     let committed: Array<() => void>;
     try {
-      committed = this.db.transaction(() => this.writeBatch())();
+      committed = this.options.db.transaction(() => this.writeBatch())();
     } catch (err) {
       this.flushFailed(err);
       this.scheduleTick();
       return false;
     }
     for (const apply of committed) apply();
-    this.queued.deletes.clear();
-    this.queued.sessions.clear();
-    this.queued.turns.clear();
-    this.queued.events = [];
+    this.options.queued.deletes.clear();
+    this.options.queued.sessions.clear();
+    this.options.queued.turns.clear();
+    this.options.queued.events = [];
     if (this.failure) this.recoveredFromFailure();
-    this.workers.maybeCheckpoint(this.batchBytes);
+    this.options.workers.maybeCheckpoint(this.batchBytes);
     // Compactions left for lack of budget go in with the next tick.
-    for (const output of this.outputs.values()) if (output.compaction?.rows) this.scheduleTick();
+    for (const output of this.options.outputs.values()) if (output.compaction?.rows) this.scheduleTick();
     return true;
   }
 
   /** Runs inside the transaction; returns what to apply to memory once it has committed. */
   private writeBatch(): Array<() => void> {
-    const { stmts, queued } = this;
+    const { stmts, queued } = this.options;
     let bytes = 256 * (queued.sessions.size + queued.turns.size + queued.events.length + queued.deletes.size);
     for (const id of queued.deletes) for (const del of stmts.deleteSession) del.run(id);
     for (const record of queued.sessions.values()) stmts.putSession.run(record);
@@ -357,10 +324,10 @@ export class BatchWriter {
       snapshotSessions.add(s.sessionId);
       written.add(q);
     }
-    for (const id of snapshotSessions) stmts.keepNewestSnapshots.run(id, id, this.snapshotsKept);
-    if (written.size > 0) committed.push(() => (this.queued.snapshots = this.queued.snapshots.filter((q) => !written.has(q))));
+    for (const id of snapshotSessions) stmts.keepNewestSnapshots.run(id, id, this.options.snapshotsKept);
+    if (written.size > 0) committed.push(() => (this.options.queued.snapshots = this.options.queued.snapshots.filter((q) => !written.has(q))));
     let compactionBudget = COMPACTED_BYTES_PER_COMMIT;
-    for (const [id, output] of this.outputs) {
+    for (const [id, output] of this.options.outputs) {
       const compacted = output.compaction?.rows;
       const swapIn = !!compacted && compactionBudget > 0;
       if (output.packed.length === 0 && !output.dropStored && !swapIn) continue;
@@ -370,25 +337,25 @@ export class BatchWriter {
         compactionBudget -= size;
         bytes += size;
       }
-      const stored = writeOutput(this.stmts, id, output, this.maxHistoryBytes, swapIn);
+      const stored = writeOutput(this.options.stmts, id, output, this.options.maxHistoryBytes, swapIn);
       committed.push(() => output.committed(stored.start, stored.end, stored.pieces, stored.compaction));
     }
     this.batchBytes = bytes;
     for (const id of queued.deletes) {
       committed.push(() => {
-        const output = this.outputs.get(id);
-        if (output && output.end === 0 && !output.hasStored) this.outputs.delete(id);
+        const output = this.options.outputs.get(id);
+        if (output && output.end === 0 && !output.hasStored) this.options.outputs.delete(id);
       });
     }
-    this.faultInjector?.();
+    this.options.faultInjector?.();
     return committed;
   }
 
   private hasCommittable(): boolean {
-    const q = this.queued;
+    const q = this.options.queued;
     if (q.deletes.size || q.sessions.size || q.turns.size || q.events.length) return true;
     if (q.snapshots.some((s) => s.data)) return true;
-    for (const output of this.outputs.values()) if (output.packed.length > 0 || output.dropStored || output.compaction?.rows) return true;
+    for (const output of this.options.outputs.values()) if (output.packed.length > 0 || output.dropStored || output.compaction?.rows) return true;
     return false;
   }
 
@@ -403,13 +370,13 @@ export class BatchWriter {
     const first = this.failure === null;
     this.failure = { message, count: (this.failure?.count ?? 0) + 1, since: this.failure?.since ?? Date.now() };
     if (first) {
-      this.log?.warn({ err }, 'store flush failed; keeping the batch in memory and retrying');
+      this.options.log?.warn({ err }, 'store flush failed; keeping the batch in memory and retrying');
       this.healthEmitter.fire(this.health());
     }
   }
 
   private recoveredFromFailure(): void {
-    this.log?.info({ failedFlushes: this.failure?.count }, 'store flush succeeded again');
+    this.options.log?.info({ failedFlushes: this.failure?.count }, 'store flush succeeded again');
     this.failure = null;
     this.healthEmitter.fire(this.health());
   }
@@ -418,12 +385,12 @@ export class BatchWriter {
   private scheduleQuietCheck(): void {
     if (this.quietTimer || this.closed) return;
     let tails = false;
-    for (const output of this.outputs.values()) if (!output.compaction && output.storedEnd > output.uncompactedStart) tails = true;
+    for (const output of this.options.outputs.values()) if (!output.compaction && output.storedEnd > output.uncompactedStart) tails = true;
     if (!tails) return;
     this.quietTimer = setTimeout(() => {
       this.quietTimer = null;
       void this.flushAsync();
-    }, this.quietMs + 50);
+    }, this.options.quietMs + 50);
     this.quietTimer.unref();
   }
 }

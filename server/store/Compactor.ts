@@ -35,30 +35,11 @@ export interface CompactorOptions {
  * `compaction` holds the result until a commit swaps it in.
  */
 export class Compactor {
-  private readonly file: string;
-  private readonly stmts: Statements;
-  private readonly inline: InlinePacker;
-  private readonly workers: Pick<CompressionWorkers, 'started' | 'retire'>;
-  private readonly outputs: ReadonlyMap<string, SessionOutput>;
-  private readonly segmentBytes: number;
-  private readonly quietMs: number;
-  private readonly onCompacted: () => void;
-  private readonly log?: Logger;
   /** Compaction requests at the background worker. */
   private readonly compacting = new Set<Promise<void>>();
   private closed = false;
 
-  constructor(options: CompactorOptions) {
-    this.file = options.file;
-    this.stmts = options.stmts;
-    this.inline = options.inline;
-    this.workers = options.workers;
-    this.outputs = options.outputs;
-    this.segmentBytes = options.segmentBytes;
-    this.quietMs = options.quietMs;
-    this.onCompacted = options.onCompacted;
-    this.log = options.log;
-  }
+  constructor(private readonly options: CompactorOptions) {}
 
   /**
    * Starts compacting the sessions whose pieces add up to a segment, are
@@ -69,33 +50,33 @@ export class Compactor {
   plan(now: number): void {
     let budget = COMPACTION_BYTES_PER_ROUND;
     const planned: Array<{ id: string; output: SessionOutput; compaction: Compaction; job: RecompactJob }> = [];
-    for (const [id, output] of this.outputs) {
+    for (const [id, output] of this.options.outputs) {
       if (budget <= 0) break;
       if (!this.due(output, now)) continue;
       const compaction: Compaction = { start: output.uncompactedStart, end: output.storedEnd, tailRows: output.tailRows, rows: null, source: [] };
       output.compaction = compaction;
-      const job = { session: id, from: compaction.start, to: compaction.end, maxBytes: COMPACTION_BYTES_PER_ROUND, segmentBytes: this.segmentBytes };
+      const job = { session: id, from: compaction.start, to: compaction.end, maxBytes: COMPACTION_BYTES_PER_ROUND, segmentBytes: this.options.segmentBytes };
       planned.push({ id, output, compaction, job });
       budget -= Math.min(job.maxBytes, job.to - job.from);
     }
     if (planned.length === 0) return;
     // One request for all (a postMessage each cost up to a few ms under load); without a worker, read here and compress on libuv's pool.
-    const workers = this.workers.started();
+    const workers = this.options.workers.started();
     const jobs = planned.map((p) => p.job);
-    const results = workers ? workers.background.recompact(this.file, jobs) : Promise.all(jobs.map((job) => this.recompactInline(job)));
+    const results = workers ? workers.background.recompact(this.options.file, jobs) : Promise.all(jobs.map((job) => this.recompactInline(job)));
     const work = results.then(
       (all) => {
         all.forEach((result, i) => this.compacted(planned[i], result));
-        this.onCompacted();
+        this.options.onCompacted();
       },
       (err: unknown) => {
         if (this.closed) return;
         for (const { output, compaction } of planned) if (output.compaction === compaction) output.compaction = null;
         if (workers?.background.isBroken) {
-          this.workers.retire(workers, err);
+          this.options.workers.retire(workers, err);
           return;
         }
-        this.log?.warn({ err }, 'compacting stored output failed; leaving it as it is');
+        this.options.log?.warn({ err }, 'compacting stored output failed; leaving it as it is');
         for (const { output } of planned) output.settleUncompacted();
       },
     );
@@ -108,8 +89,8 @@ export class Compactor {
     if (output.compaction || output.dropStored) return false;
     const tail = output.storedEnd - output.uncompactedStart;
     if (tail <= 0) return false;
-    const full = tail >= this.segmentBytes || output.tailRows >= MAX_TAIL_ROWS;
-    const quiet = output.end === output.storedEnd && now - output.lastAppendAt >= this.quietMs;
+    const full = tail >= this.options.segmentBytes || output.tailRows >= MAX_TAIL_ROWS;
+    const quiet = output.end === output.storedEnd && now - output.lastAppendAt >= this.options.quietMs;
     return full || quiet;
   }
 
@@ -122,7 +103,7 @@ export class Compactor {
       await Promise.all(this.compacting);
       await flush();
       const now = Date.now();
-      const pending = [...this.outputs.values()].some((o) => o.compaction || this.due(o, now));
+      const pending = [...this.options.outputs.values()].some((o) => o.compaction || this.due(o, now));
       if (this.compacting.size === 0 && !pending) return;
     }
   }
@@ -135,7 +116,7 @@ export class Compactor {
   /** Files a compaction that came back: swapped in by the next commit, unless the session moved on meanwhile. */
   private compacted(planned: { id: string; output: SessionOutput; compaction: Compaction }, result: RecompactResult): void {
     const { id, output, compaction } = planned;
-    if (this.closed || this.outputs.get(id) !== output || output.compaction !== compaction) return;
+    if (this.closed || this.options.outputs.get(id) !== output || output.compaction !== compaction) return;
     if (!result.error && result.settledTo > compaction.start && output.uncompactedStart === compaction.start) {
       // Raw rows at the front (and short runs between them) are final as they are: the run starts after them.
       output.uncompactedStart = compaction.start = result.settledTo;
@@ -148,7 +129,7 @@ export class Compactor {
     }
     if (result.error || result.source.length === 0) {
       // It could not read or pack those rows: leave them be.
-      if (result.error) this.log?.warn({ sessionId: id, err: result.error }, 'compacting stored output failed; leaving it as it is');
+      if (result.error) this.options.log?.warn({ sessionId: id, err: result.error }, 'compacting stored output failed; leaving it as it is');
       output.compaction = null;
       output.settleUncompacted();
       return;
@@ -163,12 +144,12 @@ export class Compactor {
     const id = range.session;
     // This reads (and decompresses) on the event loop: a little at a time.
     const maxBytes = Math.min(range.maxBytes, 2 * range.segmentBytes);
-    const { settledTo, source } = pickCompactionRun(this.stmts.rowsIn.iterate(id, range.from, range.to), range.from, maxBytes);
+    const { settledTo, source } = pickCompactionRun(this.options.stmts.rowsIn.iterate(id, range.from, range.to), range.from, maxBytes);
     if (source.length === 0) return { settledTo, source, rows: [] };
     const end = source[source.length - 1][1];
-    const raw = Buffer.concat(readChunks(this.stmts, id, settledTo, end));
+    const raw = Buffer.concat(readChunks(this.options.stmts, id, settledTo, end));
     const count = Math.max(1, Math.floor(raw.length / range.segmentBytes));
-    const packed = await this.inline.segments(raw, count);
+    const packed = await this.options.inline.segments(raw, count);
     return {
       settledTo,
       source,

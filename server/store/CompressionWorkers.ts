@@ -42,11 +42,6 @@ export interface CompressionWorkersOptions {
  * cannot start or breaks, both stop for good and everything packs inline.
  */
 export class CompressionWorkers {
-  private readonly db: Database.Database;
-  private readonly file: string;
-  private readonly codec: CodecSettings;
-  private readonly inline: InlinePacker;
-  private readonly log?: Logger;
   /**
    * Started on the first timed flush: one packs flushes, the other compacts
    * and checkpoints. 'inline' when told not to use them or they could not run.
@@ -57,12 +52,7 @@ export class CompressionWorkers {
   private uncheckpointedBytes = 0;
   private closed = false;
 
-  constructor(options: CompressionWorkersOptions) {
-    this.db = options.db;
-    this.file = options.file;
-    this.codec = options.codec;
-    this.inline = options.inline;
-    this.log = options.log;
+  constructor(private readonly options: CompressionWorkersOptions) {
     this.workers = options.enabled ? null : 'inline';
   }
 
@@ -77,22 +67,22 @@ export class CompressionWorkers {
     if (this.workers) return this.workers;
     const file = compressWorkerPath();
     if (!file) {
-      this.log?.warn('compression worker not built (run "npm run build"): compressing on the event loop');
+      this.options.log?.warn('compression worker not built (run "npm run build"): compressing on the event loop');
       this.workers = 'inline';
       return null;
     }
     try {
-      const flush = new CompressWorker(file, this.codec, FLUSH_WORKER_TIMEOUT_MS);
+      const flush = new CompressWorker(file, this.options.codec, FLUSH_WORKER_TIMEOUT_MS);
       try {
-        this.workers = { flush, background: new CompressWorker(file, this.codec, null, BACKGROUND_NICE) };
+        this.workers = { flush, background: new CompressWorker(file, this.options.codec, null, BACKGROUND_NICE) };
       } catch (err) {
         flush.dispose(); // the first thread must not outlive the pair that failed
         throw err;
       }
       // Checkpoints move to the background worker; SQLite's own stays as a backstop.
-      this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
+      this.options.db.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
     } catch (err) {
-      this.log?.error({ err }, 'compression worker did not start: compressing on the event loop');
+      this.options.log?.error({ err }, 'compression worker did not start: compressing on the event loop');
       this.stop();
       return null;
     }
@@ -102,7 +92,7 @@ export class CompressionWorkers {
   /** A worker of `workers` broke: unless they were already stopped, stop them and pack inline from now on. */
   retire(workers: WorkerPair, err: unknown): void {
     if (this.workers !== workers) return;
-    this.log?.error({ err }, 'compression worker broke: compressing on the event loop from now on');
+    this.options.log?.error({ err }, 'compression worker broke: compressing on the event loop from now on');
     this.stop();
   }
 
@@ -112,7 +102,7 @@ export class CompressionWorkers {
    */
   async pack(items: PackInput[]): Promise<Packed[] | null> {
     const workers = this.started();
-    const packer: Packer = workers ? workers.flush : this.inline;
+    const packer: Packer = workers ? workers.flush : this.options.inline;
     try {
       return await packer.pack(items);
     } catch (err) {
@@ -121,7 +111,7 @@ export class CompressionWorkers {
         this.retire(workers, err);
         return this.pack(items);
       }
-      this.log?.error({ err }, 'compressing output failed');
+      this.options.log?.error({ err }, 'compressing output failed');
       return null;
     }
   }
@@ -134,7 +124,7 @@ export class CompressionWorkers {
     if (!workers || workers === 'inline') return;
     this.checkpointing = true;
     this.uncheckpointedBytes = 0;
-    workers.background.checkpoint(this.file).then(
+    workers.background.checkpoint(this.options.file).then(
       () => (this.checkpointing = false),
       (err) => {
         this.checkpointing = false;
@@ -144,7 +134,7 @@ export class CompressionWorkers {
           return;
         }
         // A passing failure (SQLITE_BUSY on the worker's connection): the next one is asked for after CHECKPOINT_BYTES more.
-        this.log?.warn({ err }, 'background WAL checkpoint failed');
+        this.options.log?.warn({ err }, 'background WAL checkpoint failed');
       },
     );
   }
@@ -160,7 +150,7 @@ export class CompressionWorkers {
     if (this.workers && this.workers !== 'inline') {
       this.workers.flush.dispose();
       this.workers.background.dispose();
-      if (!this.closed) this.db.pragma('wal_autocheckpoint = 1000');
+      if (!this.closed) this.options.db.pragma('wal_autocheckpoint = 1000');
     }
     this.workers = 'inline';
   }
