@@ -6,7 +6,7 @@ import type { Logger } from '../common/log';
 import { DEFAULT_CODEC, unpackSnapshot } from './codec';
 import { BatchWriter, type FlushStats, type WriteQueue } from './BatchWriter';
 import { Compactor } from './Compactor';
-import { CompressionWorkers, type WorkerPair } from './CompressionWorkers';
+import { CompressionWorkers } from './CompressionWorkers';
 import { DB_FILE, openDatabase, type Recovery } from './database';
 import { DataDirLock } from './lock';
 import { findMigrationsDir, readMigrations } from './migrate';
@@ -341,12 +341,8 @@ export class SqliteStore implements SessionStore {
 
   /** `worker` once the compression workers run, `inline` without them, `none yet` before the first timed flush. */
   get packerName(): 'worker' | 'inline' | 'none yet' {
-    return this.workers === null ? 'none yet' : this.workers === 'inline' ? 'inline' : 'worker';
-  }
-
-  /** The compression workers' state (a test reaches in here to kill the flush worker). */
-  private get workers(): WorkerPair | 'inline' | null {
-    return this.compression.state;
+    const workers = this.compression.state;
+    return workers === null ? 'none yet' : workers === 'inline' ? 'inline' : 'worker';
   }
 
   health(): StoreHealth {

@@ -256,7 +256,8 @@ describe('SqliteStore output pipeline', () => {
     stream(store, 'S1', 0, a);
     expect(await store.flushAsync()).toBe(true);
     expect(store.packerName).toBe('worker');
-    const workers = (store as unknown as { workers: { flush: { worker: { terminate(): Promise<number> } } } }).workers;
+    // Reaches into the store's private CompressionWorkers: the only way to kill a worker thread from outside.
+    const workers = (store as unknown as { compression: { state: { flush: { worker: { terminate(): Promise<number> } } } } }).compression.state;
     await workers.flush.worker.terminate();
     const b = agentLikeOutput(100_000, 2);
     stream(store, 'S1', a.length, b);
