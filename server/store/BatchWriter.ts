@@ -325,7 +325,7 @@ export class BatchWriter {
       written.add(q);
     }
     for (const id of snapshotSessions) stmts.keepNewestSnapshots.run(id, id, this.options.snapshotsKept);
-    if (written.size > 0) committed.push(() => (this.options.queued.snapshots = this.options.queued.snapshots.filter((q) => !written.has(q))));
+    if (written.size > 0) committed.push(() => (queued.snapshots = queued.snapshots.filter((q) => !written.has(q))));
     let compactionBudget = COMPACTED_BYTES_PER_COMMIT;
     for (const [id, output] of this.options.outputs) {
       const compacted = output.compaction?.rows;
@@ -337,7 +337,7 @@ export class BatchWriter {
         compactionBudget -= size;
         bytes += size;
       }
-      const stored = writeOutput(this.options.stmts, id, output, this.options.maxHistoryBytes, swapIn);
+      const stored = writeOutput(stmts, id, output, this.options.maxHistoryBytes, swapIn);
       committed.push(() => output.committed(stored.start, stored.end, stored.pieces, stored.compaction));
     }
     this.batchBytes = bytes;
