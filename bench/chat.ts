@@ -46,7 +46,7 @@ import { codexArgs, codexTurnEnd, CodexState, Osc7501Parser, parseCodexNotify } 
 import { CODEX_NOTIFY_EVENT, codexNotifyCommand, HOOK_SECRET_ENV, HOOK_SESSION_ENV, HOOK_URL_ENV, hookRelayCommand } from '../server/agents/relay';
 import { AgentProfile, childEnv } from '../server/agents/profiles';
 import { ProcessTable, readProc } from '../server/pty/processes';
-import { ENTER_PAUSE_MS } from '../server/sessions/Session';
+import { ENTER_PAUSE_MS } from '../server/sessions/Conversation';
 import { claudeEnv, codexEnv, seedClaudeHome, seedCodexHome } from '../test/fixtures/agent-homes';
 import { AgentPty } from '../test/fixtures/agent-pty';
 import { findClaudeBinary, findCodexBinary } from '../test/fixtures/binaries';

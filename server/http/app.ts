@@ -92,7 +92,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     sessionView: (s) => s.toJSON(),
     history: (s) => historyOf(deps.store, s),
     messages: (s) => chat.messages(s, deps.store.listTurns(s.id)),
-    answer: (s, option) => s.answer(option),
+    answer: (s, option) => s.chat.answer(option),
     keepAlive: (s, recap) => chat.keepAlive(s, recap),
     revive: async (s, why) => {
       await pool.revive(s, why);

@@ -38,12 +38,12 @@ export class ChatService {
     const deviceId = typeof req.deviceId === 'string' ? req.deviceId.slice(0, 256) : typeof req.deviceToken === 'string' ? req.deviceToken.slice(0, 256) : null;
     const session = this.sessionFor(req);
     await this.ensureRunning(session);
-    const turn = session.sendTurn('chat', req.message, deviceId);
+    const turn = session.chat.send('chat', req.message, deviceId);
     const ended = await this.waitForTurn(session, turn, this.config.chatWaitSeconds * 1000);
     if (ended && ended.status !== 'running') {
       return { status: 200, body: { sessionId: session.id, turnId: turn.id, status: turn.status, response: turn.response } };
     }
-    const prompt = session.openPrompt;
+    const prompt = session.chat.prompt;
     if (prompt && prompt.turnId === turn.id) {
       return { status: 202, body: { sessionId: session.id, turnId: turn.id, status: 'needs_input', prompt } };
     }
@@ -79,10 +79,10 @@ export class ChatService {
         resolve(value);
       };
       const timer = setTimeout(() => done(null), ms);
-      const subEnd = session.onTurnEnd((t) => {
+      const subEnd = session.chat.onTurnEnd((t) => {
         if (t.id === turn.id) done(t);
       });
-      const subPrompt = session.onPrompt((p) => {
+      const subPrompt = session.chat.onPrompt((p) => {
         if (p && p.turnId === turn.id) done(null);
       });
     });
@@ -94,7 +94,7 @@ export class ChatService {
     session.keepAlive();
     session.recordKeepAlive();
     if (!recap) return {};
-    const turn = session.sendTurn('recap', session.profile.recapPrompt, null);
+    const turn = session.chat.send('recap', session.profile.recapPrompt, null);
     const ended = await this.waitForTurn(session, turn, this.config.chatWaitSeconds * 1000);
     this.logger.info({ sessionId: session.id, turnId: turn.id, status: turn.status }, 'recap');
     return { recap: ended ? ended.response : null, turnId: turn.id };

@@ -8,14 +8,13 @@ import { AgentProfile, childEnv, resolveCommand } from '../agents/profiles';
 import { killSessionProcesses, SESSION_TAG_ENV } from '../pty/kill';
 import { readProc } from '../pty/processes';
 import { PtyBackend, PtyExit, PtyProcess } from '../pty/PtyBackend';
-import { LIVE_STATES, SessionRecord, SessionState, SessionStore, TurnRecord } from '../store/SessionStore';
-import { errors } from '../common/errors';
+import { LIVE_STATES, SessionRecord, SessionState, SessionStore } from '../store/SessionStore';
 import { SessionClient } from './Clients';
 import { ClientStream } from './ClientStream';
 import { ScreenKeeper } from './ScreenKeeper';
 import { OutputLog } from './OutputLog';
 import { ScreenService } from './ScreenService';
-import { TurnTracker } from './TurnTracker';
+import { Conversation, ConversationHost } from './Conversation';
 import { AgentDriver, createDriver, DriverHost } from './drivers';
 import { AgentSignal } from '../agents/signals';
 import { tokenMatches } from '../common/tokens';
@@ -24,8 +23,6 @@ import { RingTrimmer } from './RingTrimmer';
 import { SessionLifetime } from './SessionLifetime';
 import type { EndState, MonitoredSession, ProcessTarget, ResourceSample } from '../health/types';
 
-/** The pause between a chat line's text and its Enter: each real CLI drops one form otherwise (research note §5). */
-export const ENTER_PAUSE_MS = 150;
 /** Output kept in memory per session for resume-by-offset; older bytes come from the store. */
 export const RING_BYTES = 1024 * 1024;
 /** How long close waits for the pty to report exit once every process is gone. */
@@ -51,19 +48,14 @@ export interface ActiveFigures {
   cpuPercent: number | null;
 }
 
-export interface OpenPrompt {
-  turnId: string | null;
-  prompt: string;
-  options: Array<{ id: string; label: string }>;
-}
-
 export class Session extends Disposable implements MonitoredSession {
   readonly record: SessionRecord;
   readonly log: OutputLog;
   private readonly screenKeeper: ScreenKeeper;
   private readonly stream: ClientStream;
   private pty: PtyProcess | null = null;
-  private turns: TurnTracker | null = null;
+  /** Turns and the permission question: the chat on top of the terminal. */
+  readonly chat: Conversation;
   private readonly logger: Logger;
   private readonly lifetime: SessionLifetime;
   private readonly ringTrimmer: RingTrimmer;
@@ -79,15 +71,8 @@ export class Session extends Disposable implements MonitoredSession {
   /** Monotonic time of the last revival, to tell a resume that failed at once. */
   private revivedAtMono: number | null = null;
   private readonly stateEmitter = this.register(new Emitter<SessionState>());
-  private readonly turnEmitter = this.register(new Emitter<TurnRecord>());
   /** State changes (for chat sockets and the pool). */
   readonly onState = this.stateEmitter.event;
-  /** Turns that ended. */
-  readonly onTurnEnd = this.turnEmitter.event;
-  private readonly promptEmitter = this.register(new Emitter<OpenPrompt | null>());
-  /** A permission question opened (or closed: null). */
-  readonly onPrompt = this.promptEmitter.event;
-  private prompt: OpenPrompt | null = null;
 
   constructor(record: SessionRecord, readonly profile: AgentProfile, private readonly deps: SessionDeps) {
     super();
@@ -99,6 +84,23 @@ export class Session extends Disposable implements MonitoredSession {
     this.lifetime = new SessionLifetime(record, deps.clock, deps.config.sessionTimeoutHours, () => this.persist());
     this.ringTrimmer = new RingTrimmer(record.id, this.log, deps);
     this.driver = this.register(createDriver(profile, this.driverHost()));
+    this.chat = this.register(new Conversation(this.conversationHost(), { profile, driver: this.driver, store: deps.store, now: () => deps.clock.now() }));
+  }
+
+  private conversationHost(): ConversationHost {
+    return {
+      id: this.record.id,
+      isLive: () => this.isLive(),
+      describeEnd: () => `${this.state}${this.record.endReason ? ` (${this.record.endReason})` : ''}`,
+      setState: (state) => this.setState(state),
+      sendJson: (frame) => this.stream.sendJson(frame),
+      writeKeys: (keys) => {
+        if (!this.pty) return false;
+        this.pty.write(keys);
+        return true;
+      },
+      noteUserActivity: () => this.noteUserActivity(),
+    };
   }
 
   private driverHost(): DriverHost {
@@ -113,7 +115,7 @@ export class Session extends Disposable implements MonitoredSession {
         this.deps.store.flush();
         this.logger.info({ agentSessionId: id }, 'agent conversation id learned');
       },
-      turnRunning: () => !!this.turns?.current,
+      turnRunning: () => !!this.chat.current,
     };
   }
 
@@ -125,19 +127,17 @@ export class Session extends Disposable implements MonitoredSession {
         if (this.readyTimer) clearTimeout(this.readyTimer);
         this.readyTimer = null;
         if (this.state === 'starting') this.setState('idle');
-        this.turns?.pump();
+        this.chat.agentReady();
         return;
       case 'turn-ended':
-        this.prompt = null;
         // A turn that died on an API error did not answer: interrupted, with the error as its text.
-        this.turns?.end(signal.error ? 'interrupted' : 'completed', signal.text);
+        this.chat.endTurn(signal.error ? 'interrupted' : 'completed', signal.text);
         return;
       case 'turn-interrupted':
-        this.prompt = null;
-        this.turns?.end('interrupted', null);
+        this.chat.endTurn('interrupted', null);
         return;
       case 'permission':
-        this.openPermission(signal.prompt, signal.options);
+        this.chat.openPermission(signal.prompt, signal.options);
         return;
       default:
         return;
@@ -191,29 +191,12 @@ export class Session extends Disposable implements MonitoredSession {
     this.keepAlive();
     this.register(pty.onData((chunk) => this.onOutput(chunk)));
     this.register(pty.onExit((exit) => this.onExit(pty, exit)));
-    this.trackTurns();
+    this.chat.restart();
     this.revivedAtMono = opts.revive ? clock.monotonic() : null;
     this.setState(this.driver.authoritative ? 'starting' : 'running');
     this.armReadyFallback();
     store.addEvent({ sessionId: rec.id, type: opts.revive ? 'revived' : 'created', at: clock.now(), detail: { pid: pty.pid, args } });
     this.logger.info({ pid: pty.pid, agent: this.profile.name, revive: opts.revive, cwd: rec.projectPath, maxHistoryMB: config.maxSessionHistoryMB }, 'agent started');
-  }
-
-  /** A fresh turn queue for the agent just started (the last one's, if any, is gone with its agent). */
-  private trackTurns(): void {
-    this.turns?.dispose();
-    this.turns = this.register(
-      new TurnTracker(this.id, {
-        idleMs: this.profile.idleMs,
-        promptPattern: this.profile.promptPattern,
-        authoritative: this.driver.authoritative,
-        now: () => this.deps.clock.now(),
-        submit: (text) => this.submitLine(text),
-        isReady: () => this.isLive() && this.driver.isReady() && !this.prompt,
-      }),
-    );
-    this.register(this.turns.onTurnStart((turn) => this.onTurnStart(turn)));
-    this.register(this.turns.onTurnEnd(({ turn }) => this.onTurnEnded(turn)));
   }
 
   /** An agent that reports readiness through hooks is taken as ready after a while even if it never does. */
@@ -237,7 +220,7 @@ export class Session extends Disposable implements MonitoredSession {
     this.stream.broadcast(chunk, at);
     this.deps.store.appendOutput(this.record.id, at, chunk);
     this.screenKeeper.noteOutput();
-    this.turns?.onOutput(chunk);
+    this.chat.onOutput(chunk);
     this.driver.onOutput(chunk);
     this.ringTrimmer.noteOutput();
   }
@@ -252,77 +235,9 @@ export class Session extends Disposable implements MonitoredSession {
     this.noteUserActivity();
   }
 
-  /** Writes a chat line the way both real CLIs accept it: text, a pause, then Enter alone. */
-  private async submitLine(text: string): Promise<void> {
-    if (!this.pty) throw new Error('no agent running');
-    // A multi-line message goes as a bracketed paste to the agents that enable it, so its newlines do not submit early.
-    this.pty.write(this.driver.authoritative && text.includes('\n') ? `\x1b[200~${text}\x1b[201~` : text);
-    await new Promise((r) => setTimeout(r, ENTER_PAUSE_MS));
-    if (!this.pty || !this.isLive()) throw new Error('agent ended before Enter');
-    this.pty.write('\r');
-  }
-
-  /** Queues a chat (or recap) turn; the returned record is updated in place when it ends. */
-  sendTurn(kind: TurnRecord['kind'], prompt: string, deviceId: string | null): TurnRecord {
-    if (!this.turns || !this.isLive()) throw errors.conflict(`session ${this.id} is ${this.state}${this.record.endReason ? ` (${this.record.endReason})` : ''}`);
-    this.noteUserActivity();
-    const turn = this.turns.enqueue(kind, prompt, deviceId);
-    this.deps.store.putTurn(turn);
-    return turn;
-  }
-
-  get openPrompt(): OpenPrompt | null {
-    return this.prompt;
-  }
-
-  /** The agent asks a permission question (from its hooks or its screen). */
-  openPermission(prompt: string, options: OpenPrompt['options']): void {
-    this.prompt = { turnId: this.turns?.current?.id ?? null, prompt, options };
-    this.turns?.touch();
-    this.stream.sendJson({ type: 'permission', ...this.prompt });
-    this.setState('needs_input');
-    this.promptEmitter.fire(this.prompt);
-  }
-
-  /** The question was answered or went away. */
-  closePermission(): void {
-    if (!this.prompt) return;
-    this.prompt = null;
-    this.promptEmitter.fire(null);
-    if (this.isLive()) this.setState(this.turns?.busy ? 'busy' : 'idle');
-  }
-
-  /** Writes the keys that answer the open question with option `optionId`. */
-  answer(optionId: unknown): void {
-    const prompt = this.prompt;
-    if (!prompt || !this.isLive()) throw errors.conflict('no permission question is open');
-    const option = prompt.options.find((o) => o.id === String(optionId));
-    if (!option) throw errors.invalid(`option must be one of ${prompt.options.map((o) => o.id).join(', ')}`);
-    this.pty?.write(this.driver.permissionKeys(option.id));
-    this.noteUserActivity();
-    this.driver.onAnswer(option);
-    this.closePermission();
-  }
-
   /** Records a keep-alive event (the lifetime itself restarts in keepAlive). */
   recordKeepAlive(): void {
     this.deps.store.addEvent({ sessionId: this.id, type: 'keep_alive', at: this.deps.clock.now(), detail: { expiresAt: iso(this.record.expiresAt) } });
-  }
-
-  get currentTurn(): TurnRecord | null {
-    return this.turns?.current ?? null;
-  }
-
-  private onTurnStart(turn: TurnRecord): void {
-    this.deps.store.putTurn(turn);
-    if (this.isLive()) this.setState('busy');
-  }
-
-  private onTurnEnded(turn: TurnRecord): void {
-    this.deps.store.putTurn(turn);
-    this.stream.sendJson({ type: 'turn', turnId: turn.id, status: turn.status, response: turn.response });
-    this.turnEmitter.fire(turn);
-    if (this.isLive() && !this.turns?.busy && !this.prompt) this.setState('idle');
   }
 
   // ---- clients ----
@@ -384,7 +299,7 @@ export class Session extends Disposable implements MonitoredSession {
     return this.record.warnedAt !== null;
   }
   isBusy(): boolean {
-    return this.turns?.busy ?? false;
+    return this.chat.busy;
   }
   clientCount(): number {
     return this.stream.size;
@@ -480,8 +395,7 @@ export class Session extends Disposable implements MonitoredSession {
     rec.pidStartTime = null;
     if (this.readyTimer) clearTimeout(this.readyTimer);
     this.readyTimer = null;
-    this.turns?.abortAll();
-    this.prompt = null;
+    this.chat.abortAll();
     if (state === 'expired') this.stream.sendJson({ type: 'expired', reason });
     this.stream.sendJson({ type: 'exit', exitCode, signal, reason });
     const eventType = state === 'exited' ? 'exited' : state === 'failed' ? 'failed' : state === 'closed' ? 'closed' : state === 'expired' ? 'expired' : 'killed';
@@ -544,7 +458,7 @@ export class Session extends Disposable implements MonitoredSession {
       signal: r.signal,
       endReason: r.endReason,
       outputBytes: r.outputBytes,
-      ...(this.prompt ? { prompt: this.prompt } : {}),
+      ...(this.chat.prompt ? { prompt: this.chat.prompt } : {}),
     };
   }
 

@@ -25,12 +25,12 @@ export function serveChat(ws: WebSocket, agent: string, deps: { chat: ChatServic
     watched.add(session.id);
     subs.add(session.onState((state) => send({ type: 'state', state, session_id: session.id })));
     subs.add(
-      session.onPrompt((p) => {
+      session.chat.onPrompt((p) => {
         if (p) send({ type: 'permission', session_id: session.id, turnId: p.turnId, prompt: p.prompt, options: p.options });
       }),
     );
     subs.add(
-      session.onTurnEnd((turn) => {
+      session.chat.onTurnEnd((turn) => {
         if (turn.kind !== 'chat') return;
         send({ type: 'message', role: 'assistant', content: turn.response ?? '', session_id: session.id, turnId: turn.id, status: turn.status });
       }),
@@ -55,7 +55,7 @@ export function serveChat(ws: WebSocket, agent: string, deps: { chat: ChatServic
       if (session.record.agent !== agent) throw new AppError('conflict', `session ${session.id} belongs to ${session.record.agent}`);
       watch(session);
       await deps.chat.ensureRunning(session);
-      const turn = session.sendTurn('chat', content, typeof deviceId === 'string' ? deviceId.slice(0, 256) : null);
+      const turn = session.chat.send('chat', content, typeof deviceId === 'string' ? deviceId.slice(0, 256) : null);
       send({ type: 'state', state: 'busy', session_id: session.id, turnId: turn.id });
     } catch (err) {
       const e = err as AppError;

@@ -12,8 +12,6 @@ afterAll(async () => {
   cleanupTmp();
 });
 
-const PROMPT_ENV = { PS1: '$ ' };
-
 async function shell(): Promise<any> {
   return d.create({ agent: 'shell' });
 }
