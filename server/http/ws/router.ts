@@ -1,0 +1,105 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer } from 'ws';
+import { isValidSessionId } from '../../common/ids';
+import { Logger } from '../../common/log';
+import { ChatService } from '../../sessions/ChatService';
+import { Session } from '../../sessions/Session';
+import { SessionPool } from '../../sessions/SessionPool';
+import { serveChat } from './chat';
+import { parseOffset, serveTerminal } from './terminal';
+import { awaitAuthFrame, checkUpgrade, refuse, UpgradeChecks } from './upgrade';
+
+const TERMINAL_PATH = /^\/api\/sessions\/([^/]+)\/ws$/;
+const CHAT_PATHS: Record<string, string> = { '/api/claude/ws': 'claude', '/api/codex/ws': 'codex' };
+/** Close code for a session that does not exist, when only the auth frame could tell us who asked. */
+const CLOSE_NOT_FOUND = 4404;
+
+export interface UpgradeRouterDeps {
+  wss: WebSocketServer;
+  pool: SessionPool;
+  chat: ChatService;
+  logger: Logger;
+  checks: UpgradeChecks;
+}
+
+/** What a terminal socket's URL asks for, or why it is refused. */
+type TerminalRequest = { ok: true; id: string; since: number | undefined; size: { cols?: number; rows?: number } } | { ok: false; message: string };
+
+/**
+ * The daemon's WebSocket routes: a terminal per session and the chat sockets,
+ * each behind the Host, Origin and token checks (a first `auth` frame where
+ * no header could be sent). The returned function is the server's `upgrade`
+ * listener.
+ */
+export function upgradeRouter(deps: UpgradeRouterDeps): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  const { wss, pool, chat, logger, checks } = deps;
+  /** Completes the upgrade, then waits for the auth frame if the client could not send a header. */
+  const accept = (req: IncomingMessage, socket: Duplex, head: Buffer, needsAuthFrame: boolean, serve: (ws: WebSocket) => Promise<void> | void) => {
+    wss.handleUpgrade(req, socket, head, async (ws) => {
+      wss.emit('connection', ws, req);
+      if (needsAuthFrame && !(await awaitAuthFrame(ws, checks.token))) return;
+      await serve(ws);
+    });
+  };
+
+  const route = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const terminal = TERMINAL_PATH.exec(url.pathname);
+    const chatAgent = CHAT_PATHS[url.pathname];
+    if (!terminal && !chatAgent) return refuse(socket, 404, 'not_found', `no WebSocket route ${url.pathname}`);
+    const checked = checkUpgrade(req, socket, checks);
+    if (!checked.ok) return;
+    if (chatAgent) return accept(req, socket, head, checked.needsAuthFrame, (ws) => serveChat(ws, chatAgent, { chat, logger }));
+
+    const asked = terminalRequest(terminal![1], url.searchParams);
+    if (!asked.ok) return refuse(socket, 400, 'invalid_request', asked.message);
+    const { id, since, size } = asked;
+    if (!checked.needsAuthFrame && !pool.find(id)) return refuse(socket, 404, 'not_found', `session ${id} not found`);
+    accept(req, socket, head, checked.needsAuthFrame, async (ws) => {
+      const session = pool.find(id);
+      if (!session) return ws.close(CLOSE_NOT_FOUND, 'session not found');
+      try {
+        await serveTerminal(ws, session, { since, ...size }, { chat, logger, onRevive: (s) => reviveOnAttach(pool, s) });
+      } catch (err) {
+        logger.warn({ sessionId: id, err: (err as Error).message }, 'attach failed');
+        ws.close(1011, 'attach failed');
+      }
+    });
+  };
+
+  return (req, socket, head) => {
+    socket.on('error', () => socket.destroy());
+    try {
+      route(req, socket, head);
+    } catch (err) {
+      // Nothing a client sends may take the daemon down.
+      logger.error({ err: (err as Error).message }, 'upgrade failed');
+      refuse(socket, 500, 'internal', 'internal error');
+    }
+  };
+}
+
+/** The session id, the resume offset and the client's terminal size from a terminal socket's URL. */
+function terminalRequest(rawId: string, params: URLSearchParams): TerminalRequest {
+  let id: string;
+  try {
+    id = decodeURIComponent(rawId);
+  } catch {
+    return { ok: false, message: 'malformed session id' };
+  }
+  if (!isValidSessionId(id)) return { ok: false, message: 'malformed session id' };
+  const since = parseOffset(params.get('since'));
+  if (Number.isNaN(since)) return { ok: false, message: 'since must be a non-negative integer' };
+  const cols = parseOffset(params.get('cols'));
+  const rows = parseOffset(params.get('rows'));
+  // A size that is absent, half given or out of the resize bounds is ignored, not refused (docs/PROTOCOL.md).
+  const size = cols !== undefined && rows !== undefined && cols >= 1 && cols <= 1000 && rows >= 1 && rows <= 500 ? { cols, rows } : {};
+  return { ok: true, id, since, size };
+}
+
+/** Attaching to a session that was live when the daemon stopped brings it back. */
+async function reviveOnAttach(pool: SessionPool, session: Session): Promise<void> {
+  if (session.isLive() || session.record.endReason !== 'daemon_stopped') return;
+  await pool.revive(session, 'attach');
+}
