@@ -1,6 +1,7 @@
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { writeFileAtomic } from './common/files';
 import { createLogger } from './common/log';
 import { canReleaseMemory } from './common/memory';
 import { ConfigError, loadConfig } from './config/load';
@@ -35,7 +36,8 @@ export async function main(): Promise<void> {
     app.server.listen(config.port, config.host, () => resolve());
   });
   const { port } = app.server.address() as AddressInfo;
-  writeFileSync(join(config.dataDir, 'agentd.port'), `${port}\n`);
+  // Written whole or not at all: scripts and tests read it the moment it exists.
+  writeFileAtomic(join(config.dataDir, 'agentd.port'), `${port}\n`);
   const base = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   const tokenHint = token.file ? `$(cat ${token.file})` : '$API_TOKEN';
   logger.info(

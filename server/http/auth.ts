@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../common/files';
 import { join } from 'node:path';
 import type { IncomingMessage } from 'node:http';
 import { Config } from '../config/schema';
@@ -23,7 +24,7 @@ export function ensureToken(config: Config): TokenSource {
     return { token, from: 'file', file };
   }
   const token = randomBytes(32).toString('base64url');
-  writeFileSync(file, token + '\n', { mode: 0o600, flag: 'wx' });
+  writeFileAtomic(file, token + '\n', { mode: 0o600, exclusive: true });
   return { token, from: 'generated', file };
 }
 
