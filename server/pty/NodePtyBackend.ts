@@ -133,10 +133,12 @@ class NodePtyProcess implements PtyProcess {
     return this.term.pid;
   }
 
-  write(data: string | Buffer): void {
-    if (this.exited || this.disposed) return;
-    if (this.writer) this.writer.write(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
-    else this.term.write(data as string);
+  write(data: string | Buffer): boolean {
+    if (this.exited || this.disposed) return true;
+    if (this.writer) return this.writer.write(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+    // node-pty's own queue (no direct fd): unbounded, as node-pty has it.
+    this.term.write(data as string);
+    return true;
   }
 
   resize(cols: number, rows: number): void {

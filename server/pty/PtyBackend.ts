@@ -22,7 +22,11 @@ export interface PtyProcess extends IDisposable {
   /** Output bytes, in order. Every byte written before exit arrives before `onExit`. */
   readonly onData: Event<Buffer>;
   readonly onExit: Event<PtyExit>;
-  write(data: string | Buffer): void;
+  /**
+   * Input for the program. False, writing nothing, when the program has left
+   * too much earlier input unread (MAX_PENDING_INPUT_BYTES in writer.ts).
+   */
+  write(data: string | Buffer): boolean;
   resize(cols: number, rows: number): void;
   /** Stops reading output (back-pressure); `resume` reads again. */
   pause(): void;

@@ -2,6 +2,12 @@ import { writeSync } from 'node:fs';
 
 /** How soon a write the kernel refused (the program is not reading its input) is tried again. */
 const RETRY_MS = 2;
+/**
+ * Input a program may leave unread before more is refused: a paste of a few
+ * MB into a program that reads goes through; a client streaming into one
+ * that does not read cannot grow the daemon without bound.
+ */
+export const MAX_PENDING_INPUT_BYTES = 4 * 1024 * 1024;
 
 /**
  * Input to a PTY, written on the calling thread. node-pty writes through
@@ -9,33 +15,53 @@ const RETRY_MS = 2;
  * before it reaches the program, ~10–20 µs of every echo. The master fd is
  * non-blocking, so a direct write never stalls the event loop: what the
  * kernel does not take at once (EAGAIN: the input buffer is full because the
- * program is not reading) waits here, in order, and is retried.
+ * program is not reading) waits here, in order, and is retried — up to
+ * MAX_PENDING_INPUT_BYTES; beyond that, input is refused, not queued.
  */
 export class PtyWriter {
   private queue: Buffer[] = [];
+  /** Bytes in `queue`. */
+  private pending = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
 
   constructor(private readonly fd: number) {}
 
-  /** Writes `data` (kept by reference until written: the caller must not change it). */
-  write(data: Buffer): void {
-    if (this.closed || data.length === 0) return;
+  /**
+   * Writes `data` (kept by reference until written: the caller must not
+   * change it). False, with nothing written or queued, when earlier input is
+   * still waiting and `data` would take the wait past MAX_PENDING_INPUT_BYTES.
+   */
+  write(data: Buffer): boolean {
+    if (this.closed || data.length === 0) return true;
     if (this.queue.length > 0) {
-      this.queue.push(data);
-      return;
+      if (this.pending + data.length > MAX_PENDING_INPUT_BYTES) return false;
+      this.enqueue(data);
+      return true;
     }
     const written = this.tryWrite(data);
     if (written < data.length) {
-      this.queue.push(data.subarray(written));
+      this.enqueue(data.subarray(written));
       this.arm();
     }
+    return true;
+  }
+
+  /** Bytes written but not yet taken by the kernel. */
+  get pendingBytes(): number {
+    return this.pending;
+  }
+
+  private enqueue(data: Buffer): void {
+    this.queue.push(data);
+    this.pending += data.length;
   }
 
   /** Drops what is queued (the program is gone) and writes nothing more. */
   close(): void {
     this.closed = true;
     this.queue = [];
+    this.pending = 0;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
   }
@@ -64,8 +90,10 @@ export class PtyWriter {
     while (this.queue.length > 0 && !this.closed) {
       const head = this.queue[0];
       const written = this.tryWrite(head);
+      if (this.closed) return;
+      this.pending -= written;
       if (written < head.length) {
-        if (!this.closed) this.queue[0] = head.subarray(written);
+        this.queue[0] = head.subarray(written);
         this.arm();
         return;
       }
