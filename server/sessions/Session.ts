@@ -8,6 +8,8 @@ import { AgentProfile, childEnv, resolveCommand } from '../agents/profiles';
 import { killSessionProcesses, SESSION_TAG_ENV } from '../pty/kill';
 import { readProc } from '../pty/processes';
 import { PtyBackend, PtyExit, PtyProcess } from '../pty/PtyBackend';
+import { MAX_PENDING_INPUT_BYTES } from '../pty/writer';
+import { errors } from '../common/errors';
 import { LIVE_STATES, SessionRecord, SessionState, SessionStore } from '../store/SessionStore';
 import { SessionClient } from './Clients';
 import { ClientStream } from './ClientStream';
@@ -227,11 +229,15 @@ export class Session extends Disposable implements MonitoredSession {
 
   // ---- input ----
 
-  /** Raw input from a user: passed through untouched; counts as activity and keep-alive. */
+  /**
+   * Raw input from a user: passed through untouched; counts as activity and
+   * keep-alive. Throws `unavailable` (writing nothing) when the program has
+   * left too much earlier input unread.
+   */
   write(data: string | Buffer, from?: SessionClient): void {
     if (!this.pty || !this.isLive()) return;
+    if (!this.pty.write(data)) throw errors.inputBacklog(MAX_PENDING_INPUT_BYTES / 2 ** 20);
     if (from) this.stream.noteInput(from);
-    this.pty.write(data);
     this.noteUserActivity();
   }
 

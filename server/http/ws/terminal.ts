@@ -53,11 +53,17 @@ export async function serveTerminal(
   const pending: Array<[Buffer, boolean]> = [];
   let attached = false;
 
-  const handle = (data: Buffer, isBinary: boolean) => {
-    if (isBinary) {
+  /** Input for the terminal; refused input (the program is not reading) gets an error frame. */
+  const input = (data: Buffer | string) => {
+    try {
       session.write(data, client);
-      return;
+    } catch (err) {
+      const e = err as { code?: string; message: string };
+      errorFrame(client, e.code ?? 'internal', e.message);
     }
+  };
+  const handle = (data: Buffer, isBinary: boolean) => {
+    if (isBinary) return input(data);
     let frame: { type?: unknown; [k: string]: unknown };
     try {
       frame = JSON.parse(data.toString('utf8'));
@@ -72,8 +78,7 @@ export async function serveTerminal(
     switch (frame.type) {
       case 'input':
         if (typeof frame.data !== 'string') return errorFrame(client, 'invalid_request', 'input.data must be a string');
-        session.write(frame.data, client);
-        return;
+        return input(frame.data);
       case 'resize':
         if (!isValidSize(frame.cols, frame.rows)) {
           return errorFrame(client, 'invalid_request', 'resize needs integer cols 1..1000 and rows 1..500');

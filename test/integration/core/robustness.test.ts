@@ -13,6 +13,8 @@ beforeAll(async () => {
     agents: {
       // Revives with arguments that fail at once, as `claude --resume` does for an unknown conversation.
       fragile: { command: 'python3', args: ['-i', '-q'], resumeArgs: ['-c', 'import sys; print("No conversation found with session ID: {agentSessionId}"); sys.exit(1)'] },
+      // Never reads its terminal: input piles up in front of it.
+      deaf: { command: 'bash', args: ['--norc', '--noprofile', '-c', 'stty raw -echo; echo DEAF-READY; exec sleep 600'] },
       flood: { command: 'bash', args: ['--norc', '--noprofile', '-c', 'read go; head -c 24000000 /dev/zero | tr "\\0" "x"; echo; echo FLOOD-END; exec cat'] },
     },
   });
@@ -67,6 +69,27 @@ describe('robustness', () => {
     slow.sendBytes('still-here\r');
     await slow.waitOutput('still-here');
   }, 90_000);
+
+  it('refuses input beyond 4 MiB that the program leaves unread: 503 unavailable on REST, an error frame on the socket', async () => {
+    const s = await d.create({ agent: 'deaf' });
+    const sock = d.socket(`/api/sessions/${s.id}/ws`);
+    await sock.nextJson((f) => f.type === 'snapshot');
+    await waitFor(async () => (await d.api('GET', `/api/sessions/${s.id}/history`)).text.includes('DEAF-READY'), 10_000, 'the program to stop reading');
+    const mb = 'i'.repeat(1_000_000);
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await d.api('POST', `/api/sessions/${s.id}/input`, { data: mb })).status);
+    expect(statuses).toEqual([202, 202, 202, 202]);
+    const refused = await d.api('POST', `/api/sessions/${s.id}/input`, { data: mb });
+    expect(refused.status).toBe(503);
+    expect(refused.json.error.code).toBe('unavailable');
+    expect(refused.json.error.message).toMatch(/not read the last 4 MiB/);
+    sock.sendBytes(Buffer.alloc(1_000_000, 0x6a));
+    const frame = await sock.nextJson((f) => f.type === 'error');
+    expect(frame.code).toBe('unavailable');
+    // The session and the daemon carry on.
+    expect((await d.api('GET', `/api/sessions/${s.id}`)).json.session.state).toBe('running');
+    expect((await d.api('DELETE', `/api/sessions/${s.id}`)).status).toBe(200);
+  }, 30_000);
 
   it('writes a generated token file with mode 0600 and never logs the token', async () => {
     const dataDir = tmpdir('token');
