@@ -3,6 +3,9 @@
 // CSI, OSC (BEL or ST terminated), DCS/PM/APC strings, two-byte escapes.
 const ESCAPES = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[PX^_][^\x1b]*\x1b\\|\x1b[@-Z\\-_]|\x1b[()*+][0-9A-Za-z]/g;
 
+/** How much of a line's end is tested for a ready prompt. */
+const PROMPT_TAIL_CHARS = 512;
+
 export function stripAnsi(text: string): string {
   return text.replace(ESCAPES, '');
 }
@@ -21,7 +24,8 @@ function renderLine(line: string): string {
     }
   }
   out = out.slice(0, Math.max(col, out.length));
-  return out.join('').replace(/\s+$/, '');
+  // trimEnd, not /\s+$/: that regex is quadratic on a long run of spaces inside a line (160 000 spaces took 9 s).
+  return out.join('').trimEnd();
 }
 
 export function toPlainLines(raw: string): string[] {
@@ -41,18 +45,30 @@ export function lastPlainLine(raw: string): string {
 export function turnText(raw: string, prompt: string, promptPattern?: RegExp): string {
   const lines = toPlainLines(raw);
   const firstPromptLine = prompt.split('\n')[0].trim();
-  // Drop everything up to and including the echo of the prompt.
-  if (firstPromptLine) {
-    // The last echo counts: a prompt written before the agent was reading is echoed twice (by the terminal, then by the REPL).
-    let echo = -1;
-    for (let i = 0; i < lines.length; i++) if (lines[i].trimEnd().endsWith(firstPromptLine)) echo = i;
-    if (echo < 0) echo = lines.findIndex((l) => l.includes(firstPromptLine));
-    if (echo >= 0) lines.splice(0, echo + 1 + (prompt.split('\n').length - 1));
+  if (!firstPromptLine) return answerOf(lines, promptPattern);
+  // Drop everything up to and including the echo of the prompt. The last echo counts: a prompt written before the
+  // agent was reading is echoed twice (by the terminal, then by the REPL). But an answer may itself end with the
+  // prompt's text (`history 20` lists itself last): an echo that would leave no answer gives way to an earlier one.
+  const echoes: number[] = [];
+  for (let i = 0; i < lines.length; i++) if (lines[i].endsWith(firstPromptLine)) echoes.push(i);
+  if (echoes.length === 0) {
+    const loose = lines.findIndex((l) => l.includes(firstPromptLine));
+    if (loose >= 0) echoes.push(loose);
   }
+  const extra = prompt.split('\n').length - 1;
+  let answer = '';
+  for (let k = echoes.length - 1; k >= 0 && answer === ''; k--) answer = answerOf(lines.slice(echoes[k] + 1 + extra), promptPattern);
+  return echoes.length ? answer : answerOf(lines, promptPattern);
+}
+
+/** The lines of an answer, without the ready prompt it ends on and blank lines around it. */
+function answerOf(lines: string[], promptPattern?: RegExp): string {
+  lines = [...lines];
   while (lines.length && lines[lines.length - 1].trim() === '') lines.pop();
   // The last line is the agent's ready prompt (">>> ", "$ ") if it matches the pattern or looks like one.
   if (lines.length) {
-    const last = lines[lines.length - 1];
+    // A prompt is short: the pattern sees only the end of a long line (a configured pattern could backtrack on it).
+    const last = lines[lines.length - 1].slice(-PROMPT_TAIL_CHARS);
     if (promptPattern ? promptPattern.test(last) : /^\S{0,40}[>$#%❯›]\s*$/.test(last)) lines.pop();
   }
   while (lines.length && lines[0].trim() === '') lines.shift();

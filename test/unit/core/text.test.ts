@@ -9,6 +9,24 @@ describe('terminal text', () => {
     expect(toPlainLines('progress 10%\rprogress 100%\r\nab\bc')).toEqual(['progress 100%', 'ac']);
   });
 
+  it('keeps an answer that ends with the prompt\'s own text (a shell\'s `history 20` lists itself last)', () => {
+    const raw = '$ history 20\r\n  501  echo alpha\r\n  502  history 20\r\n$ ';
+    expect(turnText(raw, 'history 20')).toBe('  501  echo alpha\n  502  history 20');
+    expect(turnText('$ history 1\r\n  502  history 1\r\n$ ', 'history 1')).toBe('  502  history 1');
+    // Still: a prompt echoed twice (terminal, then REPL) is dropped both times.
+    expect(turnText('print(1)\r\n>>> print(1)\r\n1\r\n>>> ', 'print(1)')).toBe('1');
+    expect(turnText('$ true\r\n$ ', 'true')).toBe('');
+  });
+
+  it('renders a line with a long run of spaces in linear time (a regex trim took 9 s for 160 000)', () => {
+    const line = `${' '.repeat(2_000_000)}x\n`;
+    const t0 = Date.now();
+    expect(toPlainLines(line)[0].length).toBe(2_000_001);
+    expect(turnText(`$ go\r\n${line}$ `, 'go')).toHaveLength(2_000_001);
+    // Quadratic, this is hours; linear, well under a second.
+    expect(Date.now() - t0).toBeLessThan(5_000);
+  });
+
   it('takes a turn\'s answer without the echoed prompt and the ready prompt', () => {
     const raw = 'print(6*7)\r\n42\r\n>>> ';
     expect(turnText(raw, 'print(6*7)')).toBe('42');
