@@ -1,5 +1,5 @@
 import { realpathSync, statSync } from 'node:fs';
-import { sep } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { Disposable } from '../common/disposable';
 import { errors } from '../common/errors';
 import { isValidSessionId, newId } from '../common/ids';
@@ -163,15 +163,16 @@ export class SessionPool extends Disposable implements MonitoredPool {
       throw errors.invalid('projectPath must be a non-empty path string');
     }
     if (!raw.startsWith('/')) throw errors.pathNotAllowed('projectPath must be an absolute path');
+    const inRoots = (p: string) => roots.some((root) => p === root || p.startsWith(root.endsWith(sep) ? root : root + sep));
     let real: string;
     try {
       real = realpathSync(raw);
     } catch {
+      // Outside the roots, a missing folder gets the same answer as an existing one: no probing for what exists there.
+      if (!inRoots(realpathOfExistingPart(raw))) throw errors.pathNotAllowed(`projectPath ${raw} is outside the allowed roots (${roots.join(', ')})`);
       throw errors.invalid(`projectPath ${raw} does not exist`);
     }
-    if (!roots.some((root) => real === root || real.startsWith(root.endsWith(sep) ? root : root + sep))) {
-      throw errors.pathNotAllowed(`projectPath ${raw} is outside the allowed roots (${roots.join(', ')})`);
-    }
+    if (!inRoots(real)) throw errors.pathNotAllowed(`projectPath ${raw} is outside the allowed roots (${roots.join(', ')})`);
     if (!statSync(real).isDirectory()) throw errors.invalid(`projectPath ${raw} is not a directory`);
     return real;
   }
@@ -227,6 +228,10 @@ export class SessionPool extends Disposable implements MonitoredPool {
     if (this.liveCount() >= this.deps.config.maxConcurrentSessions) throw errors.sessionLimit(this.deps.config.maxConcurrentSessions);
     if (this.memoryPressure) throw errors.memoryLimit(this.memoryPressure.usedMB, this.memoryPressure.maxMB);
     resolveCommand(session.profile);
+    // The folder is checked again: it may have gone, or been swapped for a link out of the roots, since the session was created.
+    const stored = session.record.projectPath;
+    const real = this.resolveProjectPath(stored);
+    if (real !== stored) throw errors.pathNotAllowed(`projectPath ${stored} now leads to ${real}; the session cannot be revived there`);
     session.start({ revive: true });
     this.deps.logger.info({ sessionId: session.id, why, agentSessionId: session.record.agentSessionId }, 'session revived');
     return session;
@@ -253,5 +258,25 @@ export class SessionPool extends Disposable implements MonitoredPool {
     for (const s of this.sessions.values()) s.dispose();
     this.sessions.clear();
     super.dispose();
+  }
+}
+
+/**
+ * The real path of `p` where part of it does not exist: the longest existing
+ * prefix resolved (links followed), the rest appended as written, with `..`
+ * applied first.
+ */
+function realpathOfExistingPart(p: string): string {
+  let head = resolve(p);
+  const rest: string[] = [];
+  for (;;) {
+    try {
+      return join(realpathSync(head), ...rest.reverse());
+    } catch {
+      const parent = dirname(head);
+      if (parent === head) return resolve(p);
+      rest.push(basename(head));
+      head = parent;
+    }
   }
 }

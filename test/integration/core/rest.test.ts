@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startDaemon, TestDaemon, TEST_TOKEN } from '../../helpers/app';
 import { http } from '../../helpers/http';
@@ -178,6 +178,31 @@ describe('bad input gets the exact error and creates nothing', () => {
     const ok = await d.create({ agent: 'shell', projectPath: join(d.root, 'inner') });
     expect(ok.projectPath).toBe(join(d.root, 'inner'));
     await d.api('DELETE', `/api/sessions/${ok.id}`);
+  });
+
+  it('answers a missing folder outside the roots as outside (path_not_allowed), not as missing: nothing to learn about what exists there', async () => {
+    const outside = tmpdir('outside-missing');
+    for (const missing of [join(outside, 'nope'), '/nonexistent-agentd-probe', `${d.root}/../nonexistent-agentd-probe`, join(d.root, 'escape-missing', 'deeper')]) {
+      if (missing.includes('escape-missing')) symlinkSync(outside, join(d.root, 'escape-missing'));
+      expectError(await d.api('POST', '/api/sessions', { agent: 'shell', projectPath: missing }), 400, 'path_not_allowed');
+    }
+    // Inside the roots a missing folder is still said to be missing.
+    expectError(await d.api('POST', '/api/sessions', { agent: 'shell', projectPath: join(d.root, 'not-yet', 'deeper') }), 400, 'invalid_request');
+  });
+
+  it('checks the folder again on revival: a folder gone, or swapped for a link out of the roots, is refused and nothing starts', async () => {
+    const outside = tmpdir('revive-outside');
+    const folder = join(d.root, 'swapped');
+    mkdirSync(folder);
+    const s = await d.create({ agent: 'shell', projectPath: folder });
+    await d.api('DELETE', `/api/sessions/${s.id}`);
+    rmdirSync(folder);
+    expectError(await d.api('POST', `/api/sessions/${s.id}/revive`), 400, 'invalid_request');
+    symlinkSync(outside, folder);
+    expectError(await d.api('POST', `/api/sessions/${s.id}/revive`), 400, 'path_not_allowed');
+    const after = (await d.api('GET', `/api/sessions/${s.id}`)).json.session;
+    expect(after.state).toBe('closed');
+    expect(after.pid).toBeNull();
   });
 
   it('answers 400 for a malformed session id and 404 for an unknown one', async () => {
