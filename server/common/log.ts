@@ -16,6 +16,13 @@ const REDACT = [
   '*.authorization',
 ];
 
+/**
+ * The daemon's logger; lines go to stdout unless `destination` is given.
+ * Written synchronously: pino's default (buffered) stdout flushes at exit with
+ * a loop that retries a broken pipe forever, so `agentd | head` hung on
+ * SIGTERM once head had gone. A sync write meets the EPIPE at once, and pino
+ * then stops logging instead. Log lines are few (lifecycle, not output).
+ */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   return pino(
     {
@@ -24,7 +31,7 @@ export function createLogger(level: string, destination?: pino.DestinationStream
       redact: { paths: REDACT, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    destination,
+    destination ?? pino.destination({ dest: 1, sync: true }),
   );
 }
 

@@ -184,6 +184,15 @@ describe('sessions survive a daemon crash (kill -9) and a restart', () => {
     expect(checked).toBeGreaterThanOrEqual(8);
   }, 90_000);
 
+  it('stops on SIGTERM when whoever read its log has gone (stdout a closed pipe)', async () => {
+    const d = await start(tmpdir('epipe-data'), tmpdir('epipe-root'));
+    // As `agentd | head -5` once head has exited: the next log line meets a broken pipe.
+    d.child.stdout!.destroy();
+    d.child.stderr!.destroy();
+    expect((await d.api('GET', '/api/sessions')).status).toBe(200);
+    expect(await d.kill('SIGTERM')).toBe(0);
+  }, 30_000);
+
   it('refuses a second daemon on the same DATA_DIR with a clear message', async () => {
     const dataDir = tmpdir('second-data');
     const root = tmpdir('second-root');
