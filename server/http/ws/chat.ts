@@ -45,7 +45,8 @@ export function serveChat(ws: WebSocket, agent: string, deps: { chat: ChatServic
     } catch {
       return fail('invalid_request', 'frame is not valid JSON');
     }
-    if (!frame || typeof frame !== 'object' || frame.type === 'auth') return;
+    if (!frame || typeof frame !== 'object' || Array.isArray(frame)) return fail('invalid_request', 'frame must be a JSON object');
+    if (frame.type === 'auth') return; // already authenticated
     const { content, session_id: sessionId, device_id: deviceId } = frame;
     if (typeof content !== 'string' || content.trim() === '' || content.length > MAX_CONTENT_CHARS) {
       return fail('invalid_request', 'content must be a non-empty string');

@@ -32,10 +32,14 @@ function errorFrame(client: WsClient, code: string, message: string): void {
   client.sendJson({ type: 'error', code, message });
 }
 
-/** Parses query values the contract allows; `undefined` when absent, NaN when malformed. */
+/**
+ * Parses query values the contract allows (digits only); `undefined` when
+ * absent, NaN when malformed. A number too big to be exact stands for "beyond
+ * any end": a `since` past the stream is a fresh attach, whatever its size.
+ */
 export function parseOffset(raw: string | null): number | undefined {
   if (raw === null) return undefined;
-  return /^\d{1,15}$/.test(raw) ? Number(raw) : NaN;
+  return /^\d+$/.test(raw) ? Math.min(Number(raw), Number.MAX_SAFE_INTEGER) : NaN;
 }
 
 /**

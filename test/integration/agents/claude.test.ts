@@ -120,6 +120,20 @@ describe('claude through the daemon', () => {
     expect(after.json.response).toContain('BANANA');
   }, 60_000);
 
+  it('answers a chat frame that is JSON but not an object with an error frame, creating nothing', async () => {
+    const before = (await d.api('GET', '/api/sessions')).json.count;
+    const ws = h.socket(d, '/api/claude/ws');
+    await ws.nextJson((f) => f.type === 'ready');
+    for (const raw of ['null', '1', '[]', '"hi"']) {
+      ws.ws.send(raw);
+      const err = await ws.nextJson((f) => f.type === 'error' && !f.seen);
+      err.seen = true;
+      expect(err).toMatchObject({ code: 'invalid_request', message: 'frame must be a JSON object' });
+    }
+    expect((await d.api('GET', '/api/sessions')).json.count).toBe(before);
+    ws.ws.terminate();
+  });
+
   it('round-trips a message over the chat socket', async () => {
     const ws = h.socket(d, '/api/claude/ws');
     await ws.nextJson((f) => f.type === 'ready');
