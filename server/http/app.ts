@@ -24,8 +24,10 @@ import { errorHandler, notFoundHandler } from './errorHandler';
 import { hostCheck, jsonBody, requireToken } from './middleware';
 import { HOOK_SECRET_HEADER, parseHookPost } from '../agents/relay';
 import { sessionRoutes } from './routes';
-import { upgradeRouter } from './ws/router';
-import { MAX_PAYLOAD_BYTES, startHeartbeat } from './ws/upgrade';
+import { parseTarget, upgradeRouter } from './ws/router';
+import { MAX_PAYLOAD_BYTES, refuse, startHeartbeat } from './ws/upgrade';
+import { errorBody } from '../common/errors';
+import type { Duplex } from 'node:stream';
 
 export interface AppDeps {
   logger: Logger;
@@ -107,13 +109,28 @@ export function createApp(config: Config, deps: AppDeps): App {
     },
   };
 
-  const server = createServer(expressApp(context, { ownNames, token: deps.token, logger }));
+  const rest = expressApp(context, { ownNames, token: deps.token, logger });
+  const server = createServer((req, res) => {
+    // A target no URL can be made of never reaches express (it would answer with its own HTML page).
+    if (!parseTarget(req.url)) {
+      res.writeHead(400, { 'content-type': 'application/json', connection: 'close' });
+      res.end(JSON.stringify(errorBody('invalid_request', 'malformed request target')));
+      return;
+    }
+    rest(req, res);
+  });
+  // What Node's HTTP parser refuses (headers too large, bad syntax) is answered in the contract's shape too.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+    if (err.code === 'HPE_HEADER_OVERFLOW') refuse(socket, 431, 'invalid_request', 'request headers are too large');
+    else refuse(socket, 400, 'invalid_request', 'malformed HTTP request');
+  });
   const allowedOrigins = () => {
     if (config.allowedOrigins.length) return new Set(config.allowedOrigins);
     const port = (server.address() as AddressInfo | null)?.port;
     return new Set(['localhost', '127.0.0.1', '[::1]', config.host].map((h) => `http://${h}:${port}`));
   };
-  server.on('upgrade', upgradeRouter({ wss, pool, chat, logger, checks: { ownNames, allowedOrigins, token: deps.token } }));
+  server.on('upgrade', upgradeRouter({ wss, pool, chat, logger, plain: rest, checks: { ownNames, allowedOrigins, token: deps.token } }));
 
   let disposed = false;
   let retention: NodeJS.Timeout | null = null;

@@ -1,4 +1,5 @@
-import type { IncomingMessage } from 'node:http';
+import { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { isValidSessionId } from '../../common/ids';
@@ -17,6 +18,8 @@ const CLOSE_NOT_FOUND = 4404;
 
 export interface UpgradeRouterDeps {
   wss: WebSocketServer;
+  /** Where a request that asks to upgrade to something else than WebSocket (curl's `h2c`) is served, as a plain request. */
+  plain: (req: IncomingMessage, res: ServerResponse) => void;
   pool: SessionPool;
   chat: ChatService;
   logger: Logger;
@@ -33,7 +36,7 @@ type TerminalRequest = { ok: true; id: string; since: number | undefined; size: 
  * listener.
  */
 export function upgradeRouter(deps: UpgradeRouterDeps): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
-  const { wss, pool, chat, logger, checks } = deps;
+  const { wss, pool, chat, logger, checks, plain } = deps;
   /** Completes the upgrade, then waits for the auth frame if the client could not send a header. */
   const accept = (req: IncomingMessage, socket: Duplex, head: Buffer, needsAuthFrame: boolean, serve: (ws: WebSocket) => Promise<void> | void) => {
     wss.handleUpgrade(req, socket, head, async (ws) => {
@@ -44,12 +47,16 @@ export function upgradeRouter(deps: UpgradeRouterDeps): (req: IncomingMessage, s
   };
 
   const route = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (req.headers.upgrade?.toLowerCase() !== 'websocket') return servePlain(req, socket, plain);
+    const url = parseTarget(req.url);
+    if (!url) return refuse(socket, 400, 'invalid_request', 'malformed request target');
     const terminal = TERMINAL_PATH.exec(url.pathname);
     const chatAgent = CHAT_PATHS[url.pathname];
     if (!terminal && !chatAgent) return refuse(socket, 404, 'not_found', `no WebSocket route ${url.pathname}`);
     const checked = checkUpgrade(req, socket, checks);
     if (!checked.ok) return;
+    const problem = handshakeProblem(req);
+    if (problem) return refuse(socket, 400, 'invalid_request', problem);
     if (chatAgent) return accept(req, socket, head, checked.needsAuthFrame, (ws) => serveChat(ws, chatAgent, { chat, logger }));
 
     const asked = terminalRequest(terminal![1], url.searchParams);
@@ -78,6 +85,43 @@ export function upgradeRouter(deps: UpgradeRouterDeps): (req: IncomingMessage, s
       refuse(socket, 500, 'internal', 'internal error');
     }
   };
+}
+
+/** The request target as a URL, or null when it cannot be one. */
+export function parseTarget(target: string | undefined): URL | null {
+  try {
+    return new URL(target ?? '/', 'http://localhost');
+  } catch {
+    return null;
+  }
+}
+
+/** What ws would refuse in plain text, refused here in the contract's shape instead (RFC 6455 §4.2.1). */
+function handshakeProblem(req: IncomingMessage): string | null {
+  if (req.method !== 'GET') return 'a WebSocket upgrade must be a GET';
+  const key = req.headers['sec-websocket-key'];
+  if (typeof key !== 'string' || !/^[A-Za-z0-9+/]{22}==$/.test(key.trim())) return 'missing or invalid Sec-WebSocket-Key';
+  const version = req.headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') return 'Sec-WebSocket-Version must be 13';
+  return null;
+}
+
+/**
+ * Serves an `Upgrade: h2c` (or any non-WebSocket upgrade) request as the plain
+ * HTTP/1.1 request it also is: a server may ignore Upgrade (RFC 9110 §7.8).
+ * Only without a body: Node has already taken the socket out of HTTP parsing.
+ */
+function servePlain(req: IncomingMessage, socket: Duplex, plain: (req: IncomingMessage, res: ServerResponse) => void): void {
+  if (req.headers['content-length'] && req.headers['content-length'] !== '0') return refuse(socket, 400, 'invalid_request', `Upgrade: ${req.headers.upgrade} is not supported; send the request without it`);
+  if (req.headers['transfer-encoding']) return refuse(socket, 400, 'invalid_request', `Upgrade: ${req.headers.upgrade} is not supported; send the request without it`);
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket as Socket);
+  res.on('finish', () => {
+    res.detachSocket(socket as Socket);
+    socket.end();
+  });
+  plain(req, res);
 }
 
 /** The session id, the resume offset and the client's terminal size from a terminal socket's URL. */

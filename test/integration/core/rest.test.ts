@@ -1,4 +1,5 @@
 import { chmodSync, mkdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { startDaemon, TestDaemon, TEST_TOKEN } from '../../helpers/app';
 import { http } from '../../helpers/http';
@@ -203,6 +204,45 @@ describe('bad input gets the exact error and creates nothing', () => {
     const after = (await d.api('GET', `/api/sessions/${s.id}`)).json.session;
     expect(after.state).toBe('closed');
     expect(after.pid).toBeNull();
+  });
+
+  /** Sends `request` as it is on a fresh connection; resolves with the status line's code and the body. */
+  function raw(request: string): Promise<{ status: number; body: string }> {
+    const port = Number(new URL(d.base).port);
+    return new Promise((resolve, reject) => {
+      let out = '';
+      const s = connect(port, '127.0.0.1', () => s.write(request));
+      s.on('data', (b) => (out += b));
+      s.on('error', reject);
+      s.on('close', () => {
+        const body = out.slice(out.indexOf('\r\n\r\n') + 4);
+        resolve({ status: Number(out.slice(9, 12)), body: /^[0-9a-f]+\r\n/.test(body) ? body.split('\r\n')[1] : body });
+      });
+    });
+  }
+
+  it('answers what Node\'s parser or a URL cannot take in the contract\'s error shape, not as plain text or HTML', async () => {
+    const cases: Array<[string, number, string]> = [
+      ['GET http://[/api/sessions HTTP/1.1\r\nHost: localhost\r\n\r\n', 400, 'malformed request target'],
+      ['GET http://[/api/sessions/w1/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n', 400, 'malformed request target'],
+      ['GARBAGE\r\n\r\n', 400, 'malformed HTTP request'],
+      [`GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(70_000)}\r\n\r\n`, 431, 'request headers are too large'],
+      [`GET /api/claude/ws HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TEST_TOKEN}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n`, 400, 'missing or invalid Sec-WebSocket-Key'],
+      [`POST /api/claude/ws HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TEST_TOKEN}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`, 400, 'a WebSocket upgrade must be a GET'],
+    ];
+    for (const [request, status, message] of cases) {
+      const reply = await raw(request);
+      expect({ status: reply.status, body: JSON.parse(reply.body) }).toEqual({ status, body: { error: { code: 'invalid_request', message } } });
+    }
+    expect((await d.api('GET', '/api/sessions')).status).toBe(200);
+  });
+
+  it('serves a request that asks to upgrade to something else than WebSocket (curl --http2: h2c) as the plain request it is', async () => {
+    const reply = await raw(`GET /api/sessions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TEST_TOKEN}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n`);
+    expect(reply.status).toBe(200);
+    expect(JSON.parse(reply.body)).toHaveProperty('sessions');
+    // The same checks apply: no token, no answer.
+    expect((await raw('GET /api/sessions HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n')).status).toBe(401);
   });
 
   it('answers 400 for a malformed session id and 404 for an unknown one', async () => {
