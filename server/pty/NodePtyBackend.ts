@@ -133,6 +133,11 @@ class NodePtyProcess implements PtyProcess {
     return this.term.pid;
   }
 
+  /** Only while our own slave fd is open: until then the kernel cannot give the number to another terminal. */
+  get ttyPath(): string | null {
+    return this.slaveFd === null ? null : (this.term as unknown as { ptsName: string }).ptsName;
+  }
+
   write(data: string | Buffer): boolean {
     if (this.exited || this.disposed) return true;
     if (this.writer) return this.writer.write(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);

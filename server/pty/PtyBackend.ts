@@ -19,6 +19,12 @@ export interface PtyExit {
 /** One program running in its own pseudo-terminal. */
 export interface PtyProcess extends IDisposable {
   readonly pid: number;
+  /**
+   * The program's terminal (the slave, `/dev/pts/N`) while this process still
+   * holds it, so that the number cannot be another terminal's; null once it
+   * let go (by the time the exit is reported) or where there is none.
+   */
+  readonly ttyPath: string | null;
   /** Output bytes, in order. Every byte written before exit arrives before `onExit`. */
   readonly onData: Event<Buffer>;
   readonly onExit: Event<PtyExit>;

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 /** One process as /proc shows it. */
 export interface ProcInfo {
@@ -74,6 +74,21 @@ export class ProcessTable {
     return out;
   }
 
+  /**
+   * Every process with a descriptor open on the terminal `ttyPath` (those that
+   * left the tree and cleared their environment too) — also once its master
+   * closed, when the link reads "<path> (deleted)". This process is left out:
+   * the daemon holds its sessions' terminals itself.
+   */
+  holding(ttyPath: string): number[] {
+    const links = new Set([ttyPath, `${ttyPath} (deleted)`]);
+    const out: number[] = [];
+    for (const pid of this.byPid.keys()) {
+      if (pid !== process.pid && holdsAny(pid, links)) out.push(pid);
+    }
+    return out;
+  }
+
   /** Groups tagged processes by tag value, in one pass over /proc (for the health monitor). */
   taggedAll(name: string): Map<string, number[]> {
     const prefix = Buffer.from(`${name}=`);
@@ -87,6 +102,25 @@ export class ProcessTable {
     }
     return out;
   }
+}
+
+function holdsAny(pid: number, links: Set<string>): boolean {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    // Gone, or not ours to read (EACCES: another user's, or a set-uid program):
+    // skipped; one started in the session is still found by its tree or tag.
+    return false;
+  }
+  for (const fd of fds) {
+    try {
+      if (links.has(readlinkSync(`/proc/${pid}/fd/${fd}`))) return true;
+    } catch {
+      // Closed, or the process exited, between the listing and the read: it holds nothing there.
+    }
+  }
+  return false;
 }
 
 function readEnviron(pid: number): Buffer | null {
@@ -120,10 +154,14 @@ function environValue(pid: number, prefix: Buffer): string | null {
   return null;
 }
 
-/** The processes of one session: its tree and everything tagged with its tag. */
-export function sessionProcesses(table: ProcessTable, rootPid: number | null, tagName: string, tag: string): number[] {
+/**
+ * The processes of one session: its tree, everything tagged with its tag and,
+ * given its terminal, everything holding that terminal open.
+ */
+export function sessionProcesses(table: ProcessTable, rootPid: number | null, tagName: string, tag: string, ttyPath: string | null = null): number[] {
   const set = new Set<number>(table.tagged(tagName, tag));
   if (rootPid) for (const pid of table.descendants(rootPid)) set.add(pid);
+  if (ttyPath) for (const pid of table.holding(ttyPath)) set.add(pid);
   // Zombies hold no memory and cannot be signalled away; their parent reaps them.
   return [...set].filter((pid) => table.byPid.get(pid)?.state !== 'Z');
 }

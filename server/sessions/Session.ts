@@ -350,7 +350,9 @@ export class Session extends Disposable implements MonitoredSession {
   private async terminate(): Promise<void> {
     const pty = this.pty;
     const exited = new Promise<void>((resolve) => this.exitWaiters.push(resolve));
-    const report = await killSessionProcesses({ rootPid: this.record.pid, tag: this.record.tag ?? '' });
+    // Its terminal too, found while the pty still holds it (null if the agent's exit is under way): from
+    // here killSessionProcesses holds it itself, so the number stays this session's to the last pass.
+    const report = await killSessionProcesses({ rootPid: this.record.pid, tag: this.record.tag ?? '', tty: pty?.ttyPath ?? null });
     if (report.survivors.length) this.logger.error({ survivors: report.survivors }, 'processes survived SIGKILL');
     if (pty) {
       // The pty reports exit once its reader drained; bound the wait in case the master never closes.
@@ -373,8 +375,10 @@ export class Session extends Disposable implements MonitoredSession {
         reason = `revive failed: ${this.lastOutputLine() || reason}`;
       }
       this.setEnded('exited', reason, exit.exitCode, exit.signal);
-      // Whatever it left behind (background jobs, setsid children) ends with it.
-      void killSessionProcesses({ rootPid: null, tag: this.record.tag ?? '' });
+      // Whatever it left behind (background jobs, setsid children) ends with it. By tag only, not by
+      // terminal: by the time the exit is reported the pty has let go of it (node-pty closed the master,
+      // the slave fd was released for the drain), so its number may already be another terminal's.
+      void killSessionProcesses({ rootPid: null, tag: this.record.tag ?? '', tty: null });
     }
     for (const w of this.exitWaiters.splice(0)) w();
   }

@@ -1,8 +1,9 @@
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { startDaemon, TestDaemon } from '../../helpers/app';
 import { cleanupTmp } from '../../helpers/tmp';
 import { waitFor } from '../../helpers/wait';
-import { ProcessTable, readProc } from '../../../server/pty/processes';
+import { listPids, ProcessTable, readProc } from '../../../server/pty/processes';
 import { SESSION_TAG_ENV } from '../../../server/pty/kill';
 
 const WRITER_BYTES = 512 * 1024;
@@ -48,6 +49,30 @@ function cmdline(pid: number): string {
 
 function taggedPids(tag: string): number[] {
   return new ProcessTable().tagged(SESSION_TAG_ENV, tag).filter((pid) => readProc(pid)?.state !== 'Z');
+}
+
+/** Live processes whose command line is exactly `command` (zombies are gone for our purpose). */
+function pidsRunning(command: string): number[] {
+  return listPids().filter((pid) => cmdline(pid).trim() === command && readProc(pid)?.state !== 'Z');
+}
+
+function gone(pid: number): boolean {
+  const info = readProc(pid);
+  return info === null || info.state === 'Z';
+}
+
+/** Ends what a failed test left, by pid, only if it is still the same command. */
+function endLeftovers(byCommand: Map<string, number[]>): void {
+  for (const [command, pids] of byCommand) {
+    for (const pid of pids) {
+      if (cmdline(pid).trim() !== command) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Already gone: nothing to end.
+      }
+    }
+  }
 }
 
 describe('session lifecycle', () => {
@@ -115,5 +140,58 @@ describe('session lifecycle', () => {
     await waitFor(() => ptyFds() <= fdsBefore, 3000, 'pty fds released');
     const history = await d.api('GET', `/api/sessions/${s.id}/history`);
     expect(history.text).toContain('spawned-all');
+  });
+
+  it('closing a session ends processes that left the tree and dropped the tag (setsid + env -i, fork+setsid+execve with an empty env)', async () => {
+    const escapees = ['sleep 7004', '/bin/sleep 7005', 'sleep 7007'];
+    const found = new Map<string, number[]>();
+    // Started outside the session: closing it must not touch this one.
+    const outsider = spawn('sleep', ['7006'], { stdio: 'ignore' });
+    found.set('sleep 7006', [outsider.pid!]);
+    try {
+      const s = await d.create({ agent: 'shell' });
+      // Another session's escapee holds another terminal: it ends with its own session only.
+      const other = await d.create({ agent: 'shell' });
+      const ws = d.socket(`/api/sessions/${s.id}/ws`);
+      const otherWs = d.socket(`/api/sessions/${other.id}/ws`);
+      await ws.nextJson((f) => f.type === 'snapshot');
+      await otherWs.nextJson((f) => f.type === 'snapshot');
+      ws.sendBytes(
+        `setsid env -u ${SESSION_TAG_ENV} sleep 7004 & setsid env -i /bin/sleep 7005 & ` +
+          `python3 -c "import os; os.fork() == 0 and (os.setsid(), os.execve('/bin/sleep', ['sleep', '7007'], {}))"; echo spawned-$((6*7))\r`,
+      );
+      otherWs.sendBytes('setsid env -i /bin/sleep 7008 & echo spawned-$((6*7))\r');
+      await ws.waitOutput('spawned-42');
+      await otherWs.waitOutput('spawned-42');
+      for (const command of [...escapees, '/bin/sleep 7008']) {
+        found.set(command, await waitFor(() => (pidsRunning(command).length === 1 ? pidsRunning(command) : null), 5000, command));
+      }
+      const [otherEscapee] = found.get('/bin/sleep 7008')!;
+      const pids = escapees.map((command) => found.get(command)![0]);
+
+      // They really escaped both nets of the old close: outside the tree, without the tag.
+      const session = d.app.pool.get(s.id);
+      const tree = new ProcessTable().descendants(session.record.pid!);
+      const tagged = taggedPids(session.record.tag!);
+      for (const pid of pids) {
+        expect(tree).not.toContain(pid);
+        expect(tagged).not.toContain(pid);
+      }
+
+      const res = await d.api('DELETE', `/api/sessions/${s.id}`);
+      expect(res.status).toBe(200);
+      expect(res.json.session.state).toBe('closed');
+      // DELETE answers once they are gone.
+      expect(pids.filter((pid) => !gone(pid))).toEqual([]);
+      expect(gone(outsider.pid!)).toBe(false);
+      expect(gone(otherEscapee)).toBe(false);
+
+      expect((await d.api('DELETE', `/api/sessions/${other.id}`)).status).toBe(200);
+      expect(gone(otherEscapee)).toBe(true);
+      ws.close();
+      otherWs.close();
+    } finally {
+      endLeftovers(found);
+    }
   });
 });
