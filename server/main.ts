@@ -2,6 +2,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { writeFileAtomic } from './common/files';
+import { isLoopbackHost } from './common/net';
 import { createLogger } from './common/log';
 import { canReleaseMemory } from './common/memory';
 import { ConfigError, loadConfig } from './config/load';
@@ -47,6 +48,9 @@ export async function main(): Promise<void> {
       `; try: curl -H "Authorization: Bearer ${tokenHint}" ${base}/api/sessions`,
   );
 
+  if (!isLoopbackHost(config.host)) {
+    logger.warn({ host: config.host }, `listening on ${config.host}, not only on this machine: anyone who reaches this port and holds the token can run programs as this user; the traffic is plain HTTP, so put it behind TLS (e.g. a reverse proxy) or a VPN`);
+  }
   if (!canReleaseMemory() && process.platform === 'linux') logger.warn('native helper not built (npm rebuild): memory freed after bursts of output stays with the daemon, and floods of output are read on the event loop (slower)');
 
   let stopping = false;

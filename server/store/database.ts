@@ -1,4 +1,4 @@
-import { existsSync, renameSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync, renameSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { migrate, type Migration } from './migrate';
 
@@ -48,6 +48,7 @@ export function openDatabase(
 }
 
 function openChecked(file: string, migrations: readonly Migration[], settings: DatabaseSettings): Database.Database {
+  ownerOnly(file);
   const db = new Database(file);
   try {
     // The first statement reads the header: a file that is not a database fails here.
@@ -69,6 +70,22 @@ function openChecked(file: string, migrations: readonly Migration[], settings: D
     const moved = isCorruption(err) ? new MovedAside(moveAside(file), (err as Error).message) : null;
     db.close();
     throw moved ?? err;
+  }
+}
+
+/**
+ * The database holds every session's terminal output: readable by its owner
+ * only, even in a DATA_DIR that others can read. SQLite gives the -wal and
+ * -shm the database file's mode when it creates them; existing ones are set here.
+ */
+function ownerOnly(file: string): void {
+  closeSync(openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    try {
+      chmodSync(f, 0o600);
+    } catch {
+      // No -wal or -shm yet: SQLite creates them with the database's mode.
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { OutputKind } from '../../../server/store/codec';
@@ -53,6 +53,18 @@ describe('SqliteStore', () => {
   afterEach(() => {
     store?.close();
     store = undefined;
+  });
+
+  it('keeps the database, its -wal and -shm readable by the owner only, even in a folder others can read', () => {
+    const dir = tmpdir('store-mode');
+    chmodSync(dir, 0o755);
+    // A -wal left world-readable by an older daemon is tightened too.
+    writeFileSync(join(dir, 'agentd.db-wal'), '', { mode: 0o644 });
+    chmodSync(join(dir, 'agentd.db-wal'), 0o644);
+    store = makeStore({}, dir);
+    store.putSession(record());
+    store.flush();
+    for (const f of ['agentd.db', 'agentd.db-wal', 'agentd.db-shm']) expect([f, statSync(join(dir, f)).mode & 0o777]).toEqual([f, 0o600]);
   });
 
   it('creates agentd.db in WAL mode with the newest schema', () => {
