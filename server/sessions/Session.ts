@@ -236,8 +236,9 @@ export class Session extends Disposable implements MonitoredSession {
    */
   write(data: string | Buffer, from?: SessionClient): void {
     if (!this.pty || !this.isLive()) return;
-    if (!this.pty.write(data)) throw errors.inputBacklog(MAX_PENDING_INPUT_BYTES / 2 ** 20);
+    // The typing client's size governs before its input arrives (a command it types may ask for the size).
     if (from) this.stream.noteInput(from);
+    if (!this.pty.write(data)) throw errors.inputBacklog(MAX_PENDING_INPUT_BYTES / 2 ** 20);
     this.noteUserActivity();
   }
 
