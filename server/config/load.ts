@@ -2,7 +2,7 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { AgentProfileInput, Config, configFileSchema, configSchema, profileProblems } from './schema';
+import { AgentProfileInput, Config, configFileSchema, configSchema, profileNameProblem, profileProblems } from './schema';
 
 /** Environment variable → config key. Every one is documented in .env.example. */
 export const ENV_KEYS = {
@@ -45,6 +45,21 @@ function describeIssues(error: z.ZodError, source: (key: string) => string): str
   });
 }
 
+/**
+ * Profile names as the file wrote them. zod copies a record into a plain
+ * object, where a key "__proto__" becomes the prototype and the profile is
+ * gone before profileProblems could see it. (The names it does see come out
+ * again there, in the same words; the list is de-duplicated.)
+ */
+function profileNameProblemsOf(json: unknown): string[] {
+  const agents = json !== null && typeof json === 'object' ? (json as { agents?: unknown }).agents : undefined;
+  if (agents === null || typeof agents !== 'object' || Array.isArray(agents)) return [];
+  return Object.keys(agents).flatMap((name) => {
+    const problem = profileNameProblem(name);
+    return problem ? [`CONFIG_FILE agents.${name}: ${problem}`] : [];
+  });
+}
+
 function splitList(value: string | undefined, sep: string): string[] | undefined {
   if (value === undefined) return undefined;
   return value
@@ -64,7 +79,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const configFile = env.CONFIG_FILE;
   if (configFile) {
     try {
-      const parsed = configFileSchema.safeParse(JSON.parse(readFileSync(configFile, 'utf8')));
+      const json: unknown = JSON.parse(readFileSync(configFile, 'utf8'));
+      problems.push(...profileNameProblemsOf(json));
+      const parsed = configFileSchema.safeParse(json);
       if (parsed.success) file = parsed.data;
       else problems.push(...describeIssues(parsed.error, (k) => `CONFIG_FILE ${k}`));
     } catch (err) {

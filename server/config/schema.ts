@@ -1,3 +1,4 @@
+import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 
 /** An agent profile as it may appear in CONFIG_FILE (all optional for overrides of built-ins). */
@@ -27,13 +28,107 @@ function isValidRegExp(pattern: string): boolean {
   }
 }
 
+/** A quantifier at `i` of a pattern: where it ends (lazy `?` included) and whether it can repeat its atom. */
+function quantifierAt(source: string, i: number): { end: number; repeats: boolean } | null {
+  let end: number;
+  let repeats: boolean;
+  if (source[i] === '*' || source[i] === '+' || source[i] === '?') {
+    end = i + 1;
+    repeats = source[i] !== '?';
+  } else {
+    // Without the u flag a "{" that does not form {n}, {n,} or {n,m} is a literal brace.
+    const m = /^\{(\d+)(,(\d*))?\}/.exec(source.slice(i, i + 32));
+    if (!m) return null;
+    end = i + m[0].length;
+    const max = m[2] === undefined ? Number(m[1]) : m[3] === '' ? Infinity : Number(m[3]);
+    repeats = max > 1;
+  }
+  return { end: source[end] === '?' ? end + 1 : end, repeats };
+}
+
+/** Index just past the class opening at `i` ("[", with "\]" inside not closing it). */
+function endOfClass(source: string, i: number): number {
+  let j = i + 1;
+  while (j < source.length && source[j] !== ']') j += source[j] === '\\' ? 2 : 1;
+  return j + 1;
+}
+
+/** Index of a group's first atom, past "(", "(?:", "(?=", "(?!", "(?<=", "(?<!", "(?<name>" or "(?i:". */
+function groupBodyStart(source: string, i: number): number {
+  if (source[i + 1] !== '?') return i + 1;
+  if (source[i + 2] === '<' && source[i + 3] !== '=' && source[i + 3] !== '!') return source.indexOf('>', i) + 1;
+  let j = i + 2;
+  while (j < source.length && !':=!'.includes(source[j])) j++;
+  return j + 1;
+}
+
+/**
+ * The first repeated group that holds a quantifier itself ("(a+)+", star
+ * height 2), as written in `source`, or null. Such a pattern can backtrack
+ * exponentially on a line that almost matches. A valid pattern (flags "m")
+ * is assumed; overlapping alternatives ("(a|a)+") are not looked for.
+ */
+export function nestedQuantifier(source: string): string | null {
+  const groups: Array<{ start: number; quantified: boolean }> = [{ start: 0, quantified: false }];
+  let closed: { start: number; quantified: boolean } | null = null;
+  let i = 0;
+  while (i < source.length) {
+    const c = source[i];
+    const q = quantifierAt(source, i);
+    if (q) {
+      if (closed?.quantified && q.repeats) return source.slice(closed.start, q.end);
+      groups[groups.length - 1].quantified = true;
+      i = q.end;
+    } else if (c === '(') {
+      groups.push({ start: i, quantified: false });
+      i = groupBodyStart(source, i);
+    } else if (c === ')' && groups.length > 1) {
+      const group = groups.pop()!;
+      groups[groups.length - 1].quantified ||= group.quantified;
+      closed = group;
+      i++;
+      continue;
+    } else {
+      i = c === '\\' ? i + 2 : c === '[' ? endOfClass(source, i) : i + 1;
+    }
+    closed = null;
+  }
+  return null;
+}
+
+function promptPatternProblem(pattern: string): string | undefined {
+  if (!isValidRegExp(pattern)) return 'is not a valid regular expression';
+  const nested = nestedQuantifier(pattern);
+  if (nested) return `${JSON.stringify(nested)} repeats a group that holds a quantifier itself: nested quantifiers can take exponential time on an agent's output`;
+  return undefined;
+}
+
+/**
+ * Names that clash with JavaScript objects' own machinery: zod copies a record
+ * key "__proto__" into the prototype (the profile silently vanishes), a lookup
+ * of "constructor" among the built-ins finds Object, and "prototype" is
+ * refused with them rather than trusted to every future lookup.
+ */
+const RESERVED_PROFILE_NAMES = ['__proto__', 'constructor', 'prototype'];
+
+/** What is wrong with a profile name, or undefined. */
+export function profileNameProblem(name: string): string | undefined {
+  if (RESERVED_PROFILE_NAMES.includes(name)) return `cannot name a profile (${RESERVED_PROFILE_NAMES.join(', ')} are reserved in JavaScript objects)`;
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) return 'a profile name may hold letters, digits, ".", "_" and "-" (at most 64)';
+  return undefined;
+}
+
 /** Problems of the configured profiles that the field schema cannot see. */
 export function profileProblems(agents: Record<string, AgentProfileInput>): Array<{ path: string[]; message: string }> {
   const out: Array<{ path: string[]; message: string }> = [];
   for (const [name, p] of Object.entries(agents)) {
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) out.push({ path: [name], message: 'a profile name may hold letters, digits, ".", "_" and "-" (at most 64)' });
+    const nameProblem = profileNameProblem(name);
+    if (nameProblem) out.push({ path: [name], message: nameProblem });
     if (!(BUILT_IN_AGENTS as readonly string[]).includes(name) && !p.command) out.push({ path: [name, 'command'], message: 'is required for a new profile' });
-    if (p.promptPattern !== undefined && !isValidRegExp(p.promptPattern)) out.push({ path: [name, 'promptPattern'], message: 'is not a valid regular expression' });
+    // The same words as resolveCommand's at session create, which keeps its check for profiles built without this schema.
+    if (p.command?.includes('/') && !isAbsolute(p.command)) out.push({ path: [name, 'command'], message: `${p.command} must be an absolute path or a bare program name` });
+    const patternProblem = p.promptPattern === undefined ? undefined : promptPatternProblem(p.promptPattern);
+    if (patternProblem) out.push({ path: [name, 'promptPattern'], message: patternProblem });
   }
   return out;
 }

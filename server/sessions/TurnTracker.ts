@@ -11,6 +11,13 @@ export interface TurnEnd {
 
 /** Longest output a turn keeps for its text: bigger answers are trimmed from the front. */
 const MAX_TURN_OUTPUT_BYTES = 1024 * 1024;
+/**
+ * How much of the last line `promptPattern` is tested against: a prompt is far
+ * shorter, and the test runs on the daemon's event loop. Config load refuses
+ * nested quantifiers only; ".*.*x$" still backtracks in polynomial time of the
+ * line's length, which this bounds (~0.1 s at 512; ".*.*.*x$" is still ~14 s).
+ */
+const PROMPT_TEST_MAX_CHARS = 512;
 /** A turn that hears nothing for this long (no hook, no output) is ended as interrupted. */
 export const TURN_SILENCE_TIMEOUT_MS = 10 * 60_000;
 
@@ -152,9 +159,10 @@ export class TurnTracker extends Disposable {
     }, TURN_SILENCE_TIMEOUT_MS);
   }
 
+  /** The end of the last non-empty line, what `promptPattern` is tested against. */
   private tailText(r: Running): string {
     const lines = toPlainLines(Buffer.concat(r.output).toString('utf8')).filter((l) => l.trim() !== '');
-    return lines[lines.length - 1] ?? '';
+    return (lines[lines.length - 1] ?? '').slice(-PROMPT_TEST_MAX_CHARS);
   }
 
   private finish(status: 'completed' | 'interrupted', text: string | null): void {

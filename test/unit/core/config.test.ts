@@ -52,6 +52,54 @@ describe('configuration', () => {
   });
 });
 
+describe('profiles refused at load', () => {
+  function problemsOf(agents: unknown): string[] {
+    const file = join(dir, `refused-${Math.random().toString(36).slice(2)}.json`);
+    writeFileSync(file, typeof agents === 'string' ? agents : JSON.stringify({ agents }));
+    try {
+      loadConfig({ HOME: dir, CONFIG_FILE: file });
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      return (err as ConfigError).problems;
+    }
+    throw new Error('loadConfig accepted the file');
+  }
+
+  it('refuses a promptPattern with nested quantifiers, naming the key and why', () => {
+    expect(problemsOf({ py: { command: 'python3', promptPattern: '^(a+)+$' } })).toEqual([
+      `CONFIG_FILE agents.py.promptPattern: "(a+)+" repeats a group that holds a quantifier itself: nested quantifiers can take exponential time on an agent's output`,
+    ]);
+  });
+
+  it('refuses a profile named __proto__ (as the file writes it, before it could vanish), constructor or prototype', () => {
+    const reserved = 'cannot name a profile (__proto__, constructor, prototype are reserved in JavaScript objects)';
+    expect(problemsOf('{"agents": {"__proto__": {"command": "python3"}}}')).toEqual([`CONFIG_FILE agents.__proto__: ${reserved}`]);
+    expect(problemsOf({ constructor: { command: 'python3' }, prototype: { command: 'python3' } })).toEqual([
+      `CONFIG_FILE agents.constructor: ${reserved}`,
+      `CONFIG_FILE agents.prototype: ${reserved}`,
+    ]);
+  });
+
+  it('refuses a relative command path with the words session create would use', () => {
+    expect(problemsOf({ sh: { command: '../../bin/bash' } })).toEqual(['CONFIG_FILE agents.sh.command: ../../bin/bash must be an absolute path or a bare program name']);
+    const reg = new AgentRegistry({ sh: { command: '../../bin/bash' } });
+    expect(() => resolveCommand(reg.get('sh'))).toThrow('sh: command ../../bin/bash must be an absolute path or a bare program name');
+  });
+
+  it('names all three at once, with the other problems of the file', () => {
+    const problems = problemsOf('{"agents": {"__proto__": {"command": "x"}, "re": {"command": "./re", "promptPattern": "(a*)*"}, "newbie": {}}}');
+    for (const key of ['agents.__proto__:', 'agents.re.command:', 'agents.re.promptPattern:', 'agents.newbie.command:']) {
+      expect(problems.filter((p) => p.includes(key))).toHaveLength(1);
+    }
+  });
+
+  it('still accepts bare names, absolute paths and prompt patterns without nesting', () => {
+    const file = join(dir, 'fine.json');
+    writeFileSync(file, JSON.stringify({ agents: { py: { command: 'python3', promptPattern: '^>>> ?$' }, sh: { command: '/bin/bash', promptPattern: '^[a-z]+@[^:]+:.*[$#] ?$' }, 'my.agent': { command: 'x' } } }));
+    expect(Object.keys(loadConfig({ HOME: dir, CONFIG_FILE: file }).agents)).toEqual(['py', 'sh', 'my.agent']);
+  });
+});
+
 describe('agent profiles', () => {
   it('overrides only the given fields of a built-in profile', () => {
     const reg = new AgentRegistry({ claude: { command: '/opt/claude', env: { X: '1' } } });
