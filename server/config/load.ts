@@ -2,7 +2,7 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { AgentProfileInput, Config, configFileSchema, configSchema, profileNameProblem, profileProblems } from './schema';
+import { AgentProfileInput, agentProfileSchema, Config, configFileSchema, configSchema, profileNameProblem, profileProblems } from './schema';
 
 /** Environment variable → config key. Every one is documented in .env.example. */
 export const ENV_KEYS = {
@@ -39,10 +39,21 @@ export class ConfigError extends Error {
 
 function describeIssues(error: z.ZodError, source: (key: string) => string): string[] {
   return error.issues.map((issue) => {
+    if (issue.code === z.ZodIssueCode.unrecognized_keys && issue.path.length === 0) {
+      return `${source('').trimEnd()}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')} (known: ${Object.keys(configFileSchema.shape).join(', ')})`;
+    }
     const key = issue.path.length ? String(issue.path[0]) : '(root)';
     const rest = issue.path.slice(1).join('.');
     return `${source(key)}${rest ? '.' + rest : ''}: ${issue.message}`;
   });
+}
+
+/** The whole-profile problems (e.g. a missing command) of the file's `agents`, whatever else is wrong in the file. */
+function profileProblemsOf(json: unknown): string[] {
+  const agents = json !== null && typeof json === 'object' ? (json as { agents?: unknown }).agents : undefined;
+  if (agents === null || typeof agents !== 'object' || Array.isArray(agents)) return [];
+  const valid = Object.entries(agents).filter(([, p]) => agentProfileSchema.safeParse(p).success);
+  return profileProblems(Object.fromEntries(valid) as Record<string, AgentProfileInput>).map((p) => `CONFIG_FILE agents.${p.path.join('.')}: ${p.message}`);
 }
 
 /**
@@ -83,7 +94,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       problems.push(...profileNameProblemsOf(json));
       const parsed = configFileSchema.safeParse(json);
       if (parsed.success) file = parsed.data;
-      else problems.push(...describeIssues(parsed.error, (k) => `CONFIG_FILE ${k}`));
+      else {
+        problems.push(...describeIssues(parsed.error, (k) => `CONFIG_FILE ${k}`));
+        // The profiles' own checks would be skipped with the file refused as a whole: run them too, so every problem is named at once.
+        problems.push(...profileProblemsOf(json));
+      }
     } catch (err) {
       problems.push(`CONFIG_FILE: cannot read ${configFile}: ${(err as Error).message}`);
     }

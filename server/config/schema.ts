@@ -140,7 +140,18 @@ export const configFileSchema = z
     allowedOrigins: z.array(z.string().min(1)).optional(),
     notifier: z.record(z.unknown()).optional(),
   })
-  .passthrough();
+  // A misspelt key (`allowedRoot`) would otherwise leave its default in force unnoticed (e.g. all of $HOME).
+  .strict();
+
+/** An exact browser Origin: http(s), host, optional port, no path, query or trailing slash. */
+function isOrigin(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.origin === value;
+  } catch {
+    return false;
+  }
+}
 
 const positive = z.coerce.number().positive();
 const nonNegative = z.coerce.number().min(0);
@@ -154,7 +165,7 @@ export const configSchema = z
     apiToken: z.string().min(16, 'must be at least 16 characters').optional(),
     configFile: z.string().optional(),
     allowedRoots: z.array(z.string().min(1)).min(1),
-    allowedOrigins: z.array(z.string().min(1)),
+    allowedOrigins: z.array(z.string().refine(isOrigin, (o) => ({ message: `${o} is not an origin: scheme://host[:port], nothing after it (it could never match a browser's Origin header)` }))),
     maxConcurrentSessions: int(1, 10_000).default(10),
     sessionTimeoutHours: positive.default(24),
     sessionWarningHours: positive.default(20),

@@ -2,7 +2,7 @@ import { Disposable, toDisposable } from '../common/disposable';
 import { Emitter } from '../common/events';
 import { newId } from '../common/ids';
 import { TurnRecord } from '../store/SessionStore';
-import { toPlainLines, turnText } from './text';
+import { PROMPT_TEST_MAX_CHARS, toPlainLines, turnText } from './text';
 
 /** What ended a turn, and how. */
 export interface TurnEnd {
@@ -11,13 +11,6 @@ export interface TurnEnd {
 
 /** Longest output a turn keeps for its text: bigger answers are trimmed from the front. */
 const MAX_TURN_OUTPUT_BYTES = 1024 * 1024;
-/**
- * How much of the last line `promptPattern` is tested against: a prompt is far
- * shorter, and the test runs on the daemon's event loop. Config load refuses
- * nested quantifiers only; ".*.*x$" still backtracks in polynomial time of the
- * line's length, which this bounds (~0.1 s at 512; ".*.*.*x$" is still ~14 s).
- */
-const PROMPT_TEST_MAX_CHARS = 512;
 /** A turn that hears nothing for this long (no hook, no output) is ended as interrupted. */
 export const TURN_SILENCE_TIMEOUT_MS = 10 * 60_000;
 

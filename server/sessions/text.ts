@@ -3,8 +3,14 @@
 // CSI, OSC (BEL or ST terminated), DCS/PM/APC strings, two-byte escapes.
 const ESCAPES = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[PX^_][^\x1b]*\x1b\\|\x1b[@-Z\\-_]|\x1b[()*+][0-9A-Za-z]/g;
 
-/** How much of a line's end is tested for a ready prompt. */
-const PROMPT_TAIL_CHARS = 512;
+/**
+ * How much of the last line `promptPattern` (or the built-in prompt test) is
+ * tested against: a prompt is far shorter, and the test runs on the daemon's
+ * event loop. Config load refuses nested quantifiers only; ".*.*x$" still
+ * backtracks in polynomial time of the line's length, which this bounds
+ * (~0.1 s at 512; ".*.*.*x$" is still ~14 s: DECISIONS 56).
+ */
+export const PROMPT_TEST_MAX_CHARS = 512;
 
 export function stripAnsi(text: string): string {
   return text.replace(ESCAPES, '');
@@ -67,8 +73,7 @@ function answerOf(lines: string[], promptPattern?: RegExp): string {
   while (lines.length && lines[lines.length - 1].trim() === '') lines.pop();
   // The last line is the agent's ready prompt (">>> ", "$ ") if it matches the pattern or looks like one.
   if (lines.length) {
-    // A prompt is short: the pattern sees only the end of a long line (a configured pattern could backtrack on it).
-    const last = lines[lines.length - 1].slice(-PROMPT_TAIL_CHARS);
+    const last = lines[lines.length - 1].slice(-PROMPT_TEST_MAX_CHARS);
     if (promptPattern ? promptPattern.test(last) : /^\S{0,40}[>$#%❯›]\s*$/.test(last)) lines.pop();
   }
   while (lines.length && lines[0].trim() === '') lines.shift();

@@ -45,6 +45,30 @@ describe('configuration', () => {
     for (const part of ['PORT', 'newbie.command', 'py.promptPattern', '/definitely/missing']) expect(message).toContain(part);
   });
 
+  it('names a profile\'s problems even when the file is wrong elsewhere too', () => {
+    const file = join(dir, 'mixed.json');
+    writeFileSync(file, JSON.stringify({ agents: { x: { args: ['a'] } }, allowedRoots: '/tmp' }));
+    expect(() => loadConfig({ HOME: dir, CONFIG_FILE: file })).toThrow(/CONFIG_FILE allowedRoots: .*\n.*CONFIG_FILE agents\.x\.command: is required for a new profile/s);
+  });
+
+  it('refuses an unknown top-level key in CONFIG_FILE, naming the known ones (a misspelt allowedRoots would leave all of $HOME allowed)', () => {
+    const file = join(dir, 'typo.json');
+    writeFileSync(file, JSON.stringify({ allowedRoot: ['/tmp'] }));
+    expect(() => loadConfig({ HOME: dir, CONFIG_FILE: file })).toThrow('CONFIG_FILE: unknown key allowedRoot (known: agents, allowedRoots, allowedOrigins, notifier)');
+  });
+
+  it('refuses an ALLOWED_ORIGINS value that is not an exact origin (it could never match)', () => {
+    let message = '';
+    try {
+      loadConfig({ HOME: dir, ALLOWED_ORIGINS: 'notanorigin,http://x:1/path,https://ok.example,http://localhost:3000,https://a.example/' });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    for (const bad of ['notanorigin', 'http://x:1/path', 'https://a.example/']) expect(message).toContain(`${bad} is not an origin`);
+    for (const good of ['https://ok.example ', 'http://localhost:3000 ']) expect(message).not.toContain(good);
+    expect(loadConfig({ HOME: dir, ALLOWED_ORIGINS: 'https://ok.example,http://localhost:3000' }).allowedOrigins).toEqual(['https://ok.example', 'http://localhost:3000']);
+  });
+
   it('refuses an unknown key in a profile', () => {
     const file = join(dir, 'bad.json');
     writeFileSync(file, JSON.stringify({ agents: { py: { command: 'python3', shell: 'rm -rf /' } } }));
