@@ -94,7 +94,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     },
     chat: (req) => chat.chat(req),
     health: async () => {
-      agentStatus ??= await probeAgents(agents, ['claude', 'codex', 'shell']);
+      agentStatus ??= await probeAgents(agents, agents.names());
       const store = deps.store.health();
       return {
         status: store.status,

@@ -48,6 +48,8 @@ describe('REST', () => {
     expect(res.json).toMatchObject({ status: 'ok', version: expect.any(String), uptimeSeconds: expect.any(Number), sessions: { active: expect.any(Number), total: expect.any(Number) }, connections: expect.any(Number) });
     expect(res.json.agents.shell.available).toBe(true);
     expect(Object.keys(res.json.agents)).toEqual(expect.arrayContaining(['claude', 'codex', 'shell']));
+    // Configured profiles are listed too, available or not.
+    expect(res.json.agents).toMatchObject({ py: { available: true }, fake: { available: true }, ghost: { available: false } });
   });
 
   it('creates, lists, shows, writes to and closes a session, keeping its history', async () => {
