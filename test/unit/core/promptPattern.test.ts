@@ -1,4 +1,4 @@
-import { nestedQuantifier } from '../../../server/config/schema';
+import { nestedQuantifier } from '../../../server/config/regexSafety';
 import { TurnTracker } from '../../../server/sessions/TurnTracker';
 
 describe('promptPattern star-height check', () => {
