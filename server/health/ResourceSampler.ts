@@ -64,12 +64,15 @@ export class ProcResourceSampler implements ResourceSampler, IDisposable {
     await yieldToLoop();
     const tagged = table.taggedAll(this.tagName);
     await yieldToLoop();
+    const ttys = new Set(targets.flatMap((t) => (t.tty ? [t.tty] : [])));
+    const holders = table.holdingAll(ttys);
+    await yieldToLoop();
     const uptime = readUptimeSeconds();
     const next = new Map<number, CpuMark>();
     for (let i = 0; i < targets.length; i++) {
       if (i > 0 && i % TARGETS_PER_SLICE === 0) await yieldToLoop();
       const target = targets[i];
-      const sample = this.measureTarget(sessionPids(table, tagged, target), units, uptime, next);
+      const sample = this.measureTarget(sessionPids(table, tagged, holders, target), units, uptime, next);
       if (sample) out.set(target.sessionId, sample);
     }
     // Only processes alive now are remembered: the map never outgrows the process table.
@@ -125,9 +128,10 @@ export class ProcResourceSampler implements ResourceSampler, IDisposable {
   }
 }
 
-/** A session's processes: its tree and every process carrying its tag, without duplicates. */
-function sessionPids(table: ProcessTable, tagged: Map<string, number[]>, target: ProcessTarget): Set<number> {
+/** A session's processes: its tree, every process carrying its tag and every one holding its terminal, without duplicates. */
+function sessionPids(table: ProcessTable, tagged: Map<string, number[]>, holders: Map<string, number[]>, target: ProcessTarget): Set<number> {
   const pids = new Set<number>(tagged.get(target.tag) ?? []);
+  if (target.tty) for (const pid of holders.get(target.tty) ?? []) pids.add(pid);
   if (target.rootPid) for (const pid of table.descendants(target.rootPid)) pids.add(pid);
   return pids;
 }

@@ -9,6 +9,8 @@ export interface ProcessTarget {
   rootPid: number | null;
   /** AGENTD_SESSION_TAG value: processes that left the tree carry it too. */
   tag: string;
+  /** The session's terminal while its pty holds it (PtyProcess.ttyPath): those that also dropped the tag still hold it. */
+  tty?: string | null;
 }
 
 export interface ResourceSample {

@@ -81,10 +81,20 @@ export class ProcessTable {
    * the daemon holds its sessions' terminals itself.
    */
   holding(ttyPath: string): number[] {
-    const links = new Set([ttyPath, `${ttyPath} (deleted)`]);
-    const out: number[] = [];
+    return this.holdingAll(new Set([ttyPath])).get(ttyPath) ?? [];
+  }
+
+  /** For each of `ttyPaths`, the processes holding it, in one pass over /proc (for the health monitor). */
+  holdingAll(ttyPaths: ReadonlySet<string>): Map<string, number[]> {
+    const out = new Map<string, number[]>();
+    if (ttyPaths.size === 0) return out;
     for (const pid of this.byPid.keys()) {
-      if (pid !== process.pid && holdsAny(pid, links)) out.push(pid);
+      if (pid === process.pid) continue;
+      for (const path of heldPaths(pid, ttyPaths)) {
+        const list = out.get(path);
+        if (list) list.push(pid);
+        else out.set(path, [pid]);
+      }
     }
     return out;
   }
@@ -104,23 +114,29 @@ export class ProcessTable {
   }
 }
 
-function holdsAny(pid: number, links: Set<string>): boolean {
+/** Which of `paths` process `pid` has a descriptor open on ("<path> (deleted)" counts as the path). */
+function heldPaths(pid: number, paths: ReadonlySet<string>): Set<string> {
+  const held = new Set<string>();
   let fds: string[];
   try {
     fds = readdirSync(`/proc/${pid}/fd`);
   } catch {
     // Gone, or not ours to read (EACCES: another user's, or a set-uid program):
     // skipped; one started in the session is still found by its tree or tag.
-    return false;
+    return held;
   }
   for (const fd of fds) {
+    let link: string;
     try {
-      if (links.has(readlinkSync(`/proc/${pid}/fd/${fd}`))) return true;
+      link = readlinkSync(`/proc/${pid}/fd/${fd}`);
     } catch {
       // Closed, or the process exited, between the listing and the read: it holds nothing there.
+      continue;
     }
+    const path = link.endsWith(' (deleted)') ? link.slice(0, -' (deleted)'.length) : link;
+    if (paths.has(path)) held.add(path);
   }
-  return false;
+  return held;
 }
 
 function readEnviron(pid: number): Buffer | null {

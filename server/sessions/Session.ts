@@ -316,7 +316,7 @@ export class Session extends Disposable implements MonitoredSession {
   }
   processTarget(): ProcessTarget | null {
     if (!this.isLive() || !this.record.tag) return null;
-    return { sessionId: this.id, rootPid: this.record.pid, tag: this.record.tag };
+    return { sessionId: this.id, rootPid: this.record.pid, tag: this.record.tag, tty: this.pty?.ttyPath ?? null };
   }
   warn(expiresAtWallMs: number): void {
     const now = this.deps.clock.now();

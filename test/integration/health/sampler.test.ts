@@ -102,6 +102,30 @@ describe('ProcResourceSampler on real processes', () => {
     expect([...byTagOnly!.pids].sort()).toEqual([...awaySample.pids].sort());
   });
 
+  it('counts a process that left the tree and dropped the tag by the terminal it still holds', async () => {
+    // A stand-in for the session's /dev/pts/N: the sampler matches the descriptor's path, whatever it names.
+    const tty = join(workDir, 'fake-tty');
+    writeFileSync(tty, '');
+    const held = startTree('held', `setsid -f env -i "$(command -v python3)" -c "x=bytearray(40*2**20); import time; time.sleep(60)" < ${tty} & sleep 60`);
+    const target = { ...held, tty };
+    const escapee = await waitFor(() => {
+      const table = new ProcessTable();
+      const inTree = new Set(table.descendants(held.rootPid!));
+      return table.holding(tty).find((pid) => !inTree.has(pid));
+    }, 'the escapee to hold the file');
+    try {
+      const sample = await waitFor(async () => {
+        const s = await sampleOf(target);
+        return s && s.pids.includes(escapee) && s.memoryBytes >= 40 * MiB && s;
+      }, 'the escapee to be counted');
+      expect(sample.pids).toContain(escapee);
+      // Without the terminal it is not found: it has no tag and is not in the tree.
+      expect((await sampleOf(held))?.pids ?? []).not.toContain(escapee);
+    } finally {
+      process.kill(escapee, 'SIGKILL');
+    }
+  });
+
   it('reads ~100% CPU for a busy-looping grandchild (what it really got, under load)', async () => {
     const spin = startTree('spin', 'python3 -c "while True: pass" & wait');
     const first = await waitFor(async () => {
