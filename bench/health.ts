@@ -99,7 +99,8 @@ async function startSleepers(n: number, tagPrefix: string): Promise<{ children: 
     const tag = `${tagPrefix}${i}`;
     const child = spawn('sleep', ['1000'], { stdio: 'ignore', env: { ...process.env, [SESSION_TAG_ENV]: tag } });
     children.push(child);
-    targets.push({ sessionId: `s${i}`, rootPid: child.pid!, tag });
+    // A terminal nothing holds: the sampler still reads every process's descriptors looking for it, as for a live session.
+    targets.push({ sessionId: `s${i}`, rootPid: child.pid!, tag, tty: `/dev/pts/agentd-bench-${i}` });
   }
   // Spawned is not yet exec'd: wait until every one shows its tag.
   for (let tries = 0; ; tries++) {

@@ -84,11 +84,14 @@ export class ProcessTable {
     return this.holdingAll(new Set([ttyPath])).get(ttyPath) ?? [];
   }
 
-  /** For each of `ttyPaths`, the processes holding it, in one pass over /proc (for the health monitor). */
-  holdingAll(ttyPaths: ReadonlySet<string>): Map<string, number[]> {
-    const out = new Map<string, number[]>();
+  /**
+   * For each of `ttyPaths`, the processes holding it, in one pass over /proc
+   * (for the health monitor); `pids` limits the pass to some processes (about
+   * 40 us each), so a caller can spread it over several turns of the loop.
+   */
+  holdingAll(ttyPaths: ReadonlySet<string>, pids: Iterable<number> = this.byPid.keys(), out = new Map<string, number[]>()): Map<string, number[]> {
     if (ttyPaths.size === 0) return out;
-    for (const pid of this.byPid.keys()) {
+    for (const pid of pids) {
       if (pid === process.pid) continue;
       for (const path of heldPaths(pid, ttyPaths)) {
         const list = out.get(path);
