@@ -48,10 +48,16 @@ function describeIssues(error: z.ZodError, source: (key: string) => string): str
   });
 }
 
+/** The file's `agents` object as written, or null when it has none (or not an object). */
+function fileAgentsOf(json: unknown): Record<string, unknown> | null {
+  const agents = json !== null && typeof json === 'object' ? (json as { agents?: unknown }).agents : undefined;
+  return agents !== null && typeof agents === 'object' && !Array.isArray(agents) ? (agents as Record<string, unknown>) : null;
+}
+
 /** The whole-profile problems (e.g. a missing command) of the file's `agents`, whatever else is wrong in the file. */
 function profileProblemsOf(json: unknown): string[] {
-  const agents = json !== null && typeof json === 'object' ? (json as { agents?: unknown }).agents : undefined;
-  if (agents === null || typeof agents !== 'object' || Array.isArray(agents)) return [];
+  const agents = fileAgentsOf(json);
+  if (!agents) return [];
   const valid = Object.entries(agents).filter(([, p]) => agentProfileSchema.safeParse(p).success);
   return profileProblems(Object.fromEntries(valid) as Record<string, AgentProfileInput>).map((p) => `CONFIG_FILE agents.${p.path.join('.')}: ${p.message}`);
 }
@@ -63,8 +69,8 @@ function profileProblemsOf(json: unknown): string[] {
  * again there, in the same words; the list is de-duplicated.)
  */
 function profileNameProblemsOf(json: unknown): string[] {
-  const agents = json !== null && typeof json === 'object' ? (json as { agents?: unknown }).agents : undefined;
-  if (agents === null || typeof agents !== 'object' || Array.isArray(agents)) return [];
+  const agents = fileAgentsOf(json);
+  if (!agents) return [];
   return Object.keys(agents).flatMap((name) => {
     const problem = profileNameProblem(name);
     return problem ? [`CONFIG_FILE agents.${name}: ${problem}`] : [];

@@ -47,11 +47,6 @@ export class PtyWriter {
     return true;
   }
 
-  /** Bytes written but not yet taken by the kernel. */
-  get pendingBytes(): number {
-    return this.pending;
-  }
-
   private enqueue(data: Buffer): void {
     this.queue.push(data);
     this.pending += data.length;

@@ -112,8 +112,8 @@ function handshakeProblem(req: IncomingMessage): string | null {
  * Only without a body: Node has already taken the socket out of HTTP parsing.
  */
 function servePlain(req: IncomingMessage, socket: Duplex, plain: (req: IncomingMessage, res: ServerResponse) => void): void {
-  if (req.headers['content-length'] && req.headers['content-length'] !== '0') return refuse(socket, 400, 'invalid_request', `Upgrade: ${req.headers.upgrade} is not supported; send the request without it`);
-  if (req.headers['transfer-encoding']) return refuse(socket, 400, 'invalid_request', `Upgrade: ${req.headers.upgrade} is not supported; send the request without it`);
+  const hasBody = (req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding'] !== undefined;
+  if (hasBody) return refuse(socket, 400, 'invalid_request', `Upgrade: ${req.headers.upgrade} is not supported; send the request without it`);
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
   res.assignSocket(socket as Socket);
