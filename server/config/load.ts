@@ -14,6 +14,7 @@ export const ENV_KEYS = {
   ALLOWED_ROOTS: 'allowedRoots',
   ALLOWED_ORIGINS: 'allowedOrigins',
   MAX_CONCURRENT_SESSIONS: 'maxConcurrentSessions',
+  MAX_CONNECTIONS: 'maxConnections',
   SESSION_TIMEOUT_HOURS: 'sessionTimeoutHours',
   SESSION_WARNING_HOURS: 'sessionWarningHours',
   IDLE_TIMEOUT_HOURS: 'idleTimeoutHours',

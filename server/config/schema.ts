@@ -100,6 +100,7 @@ export const configSchema = z
     allowedRoots: z.array(z.string().min(1)).min(1),
     allowedOrigins: z.array(z.string().refine(isOrigin, (o) => ({ message: `${o} is not an origin: scheme://host[:port], nothing after it (it could never match a browser's Origin header)` }))),
     maxConcurrentSessions: int(1, 10_000).default(10),
+    maxConnections: int(1, 100_000).default(1000),
     sessionTimeoutHours: positive.default(24),
     sessionWarningHours: positive.default(20),
     idleTimeoutHours: nonNegative.default(0),

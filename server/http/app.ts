@@ -1,4 +1,4 @@
-import { createServer, Server } from 'node:http';
+import { createServer, IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { WebSocketServer } from 'ws';
@@ -20,6 +20,7 @@ import { SessionPool } from '../sessions/SessionPool';
 import { SessionStore } from '../store/SessionStore';
 import { HealthMonitor } from '../health/HealthMonitor';
 import { AppContext } from './context';
+import { ConnectionCap, CONNECTIONS_CHECK_MS, HEADERS_TIMEOUT_MS } from './connections';
 import { errorHandler, notFoundHandler } from './errorHandler';
 import { hostCheck, jsonBody, requireToken } from './middleware';
 import { HOOK_SECRET_HEADER, parseHookPost } from '../agents/relay';
@@ -35,6 +36,8 @@ export interface AppDeps {
   token: string;
   clock?: Clock;
   backend?: PtyBackend;
+  /** How long request headers may take to arrive (tests shorten it). */
+  headersTimeoutMs?: number;
 }
 
 export interface App {
@@ -110,7 +113,17 @@ export function createApp(config: Config, deps: AppDeps): App {
   };
 
   const rest = expressApp(context, { ownNames, token: deps.token, logger });
-  const server = createServer((req, res) => {
+  const cap = new ConnectionCap(config.maxConnections, logger);
+  const headersTimeout = deps.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
+  const serverOptions = { headersTimeout, connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_MS, headersTimeout) };
+  const server = createServer(serverOptions, (req, res) => {
+    if (cap.isOver(req)) {
+      const { retryAfterSeconds, message } = cap.refusal;
+      const body = JSON.stringify(errorBody('unavailable', message));
+      res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close', 'retry-after': String(retryAfterSeconds) });
+      res.end(body);
+      return;
+    }
     // A target no URL can be made of never reaches express (it would answer with its own HTML page).
     if (!parseTarget(req.url)) {
       res.writeHead(400, { 'content-type': 'application/json', connection: 'close' });
@@ -123,14 +136,21 @@ export function createApp(config: Config, deps: AppDeps): App {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
     if (err.code === 'HPE_HEADER_OVERFLOW') refuse(socket, 431, 'invalid_request', 'request headers are too large');
+    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') refuse(socket, 408, 'invalid_request', `the request did not arrive within ${headersTimeout / 1000} s`);
     else refuse(socket, 400, 'invalid_request', 'malformed HTTP request');
   });
+  cap.attach(server);
   const allowedOrigins = () => {
     if (config.allowedOrigins.length) return new Set(config.allowedOrigins);
     const port = (server.address() as AddressInfo | null)?.port;
     return new Set(['localhost', '127.0.0.1', '[::1]', config.host].map((h) => `http://${h}:${port}`));
   };
-  server.on('upgrade', upgradeRouter({ wss, pool, chat, logger, plain: rest, checks: { ownNames, allowedOrigins, token: deps.token } }));
+  const routeUpgrade = upgradeRouter({ wss, pool, chat, logger, plain: rest, checks: { ownNames, allowedOrigins, token: deps.token } });
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (!cap.isOver(req)) return routeUpgrade(req, socket, head);
+    const { retryAfterSeconds, message } = cap.refusal;
+    refuse(socket, 503, 'unavailable', message, { 'Retry-After': retryAfterSeconds });
+  });
 
   let disposed = false;
   let retention: NodeJS.Timeout | null = null;

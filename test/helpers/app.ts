@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { testConfig } from '../../server/config/load';
 import { Config } from '../../server/config/schema';
 import { silentLogger } from '../../server/common/log';
-import { App, createApp } from '../../server/http/app';
+import { App, AppDeps, createApp } from '../../server/http/app';
 import { MemoryStore } from '../../server/store/MemoryStore';
 import { SessionStore } from '../../server/store/SessionStore';
 import { http, Reply } from './http';
@@ -27,14 +27,14 @@ export interface TestDaemon {
 }
 
 /** A real daemon (real PTYs, real sockets) on 127.0.0.1 port 0, built in-process. */
-export async function startDaemon(overrides: Record<string, unknown> = {}, store?: SessionStore): Promise<TestDaemon> {
+export async function startDaemon(overrides: Record<string, unknown> = {}, store?: SessionStore, deps: Partial<Pick<AppDeps, 'headersTimeoutMs' | 'logger'>> = {}): Promise<TestDaemon> {
   const root = tmpdir('root');
   const dataDir = tmpdir('data');
   // The machine's own rc files may run slow hooks (pyenv rehash): tests use a plain bash.
   const agents = { shell: TEST_SHELL, ...((overrides.agents as object) ?? {}) };
   const config = testConfig({ dataDir, allowedRoots: [root], port: 0, ...overrides, agents });
   const theStore = store ?? new MemoryStore();
-  const app = createApp(config, { logger: silentLogger(), store: theStore, token: TEST_TOKEN });
+  const app = createApp(config, { logger: silentLogger(), store: theStore, token: TEST_TOKEN, ...deps });
   await new Promise<void>((resolve) => app.server.listen(0, '127.0.0.1', () => resolve()));
   const { port } = app.server.address() as AddressInfo;
   const base = `http://127.0.0.1:${port}`;

@@ -15,10 +15,11 @@ export const PING_INTERVAL_MS = 15_000;
 export const CLOSE_UNAUTHORIZED = 4401;
 
 /** Refuses an upgrade with a plain HTTP answer in the contract's error shape. */
-export function refuse(socket: Duplex, status: number, code: ErrorCode, message: string): void {
+export function refuse(socket: Duplex, status: number, code: ErrorCode, message: string, headers: Record<string, string | number> = {}): void {
   const body = JSON.stringify(errorBody(code, message));
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`,
   );
 }
 

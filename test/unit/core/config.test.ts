@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfig } from '../../../server/config/load';
+import { ConfigError, ENV_KEYS, loadConfig } from '../../../server/config/load';
 import { AgentRegistry, childEnv, resolveCommand } from '../../../server/agents/profiles';
 import { tokenMatches, hostNameOf } from '../../../server/http/auth';
 
@@ -10,8 +10,15 @@ const dir = mkdtempSync(join(tmpdir(), 'agentd-cfg-'));
 describe('configuration', () => {
   it('has the contract defaults with no file and no variables', () => {
     const c = loadConfig({ HOME: dir });
-    expect(c).toMatchObject({ host: '127.0.0.1', port: 3000, dataDir: join(dir, '.agentd'), maxConcurrentSessions: 10, sessionTimeoutHours: 24, sessionWarningHours: 20, idleTimeoutHours: 0, maxMemoryPerSessionMB: 500, maxTotalMemoryGB: 2, cpuUsageLimitPercent: 80, cpuSustainSeconds: 60, healthCheckIntervalSeconds: 30, maxSessionHistoryMB: 50, chatWaitSeconds: 120, logLevel: 'info' });
+    expect(c).toMatchObject({ host: '127.0.0.1', port: 3000, dataDir: join(dir, '.agentd'), maxConcurrentSessions: 10, maxConnections: 1000, sessionTimeoutHours: 24, sessionWarningHours: 20, idleTimeoutHours: 0, maxMemoryPerSessionMB: 500, maxTotalMemoryGB: 2, cpuUsageLimitPercent: 80, cpuSustainSeconds: 60, healthCheckIntervalSeconds: 30, maxSessionHistoryMB: 50, chatWaitSeconds: 120, logLevel: 'info' });
     expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('documents every variable it reads in .env.example, with its default', () => {
+    const example = readFileSync(join(__dirname, '../../../.env.example'), 'utf8');
+    const documented = new Set([...example.matchAll(/^# ([A-Z_]+)=/gm)].map((m) => m[1]));
+    expect([...documented].sort()).toEqual(Object.keys(ENV_KEYS).sort());
+    expect(example).toContain('# MAX_CONNECTIONS=1000\n');
   });
 
   it('names every bad key at once', () => {
