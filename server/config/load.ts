@@ -2,7 +2,7 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { AgentProfileInput, agentProfileSchema, Config, configFileSchema, configSchema, profileNameProblem, profileProblems } from './schema';
+import { AgentProfileInput, agentProfileSchema, Config, configFileSchema, configSchema, lifetimeProblem, profileNameProblem, profileProblems } from './schema';
 
 /** Environment variable → config key. Every one is documented in .env.example. */
 export const ENV_KEYS = {
@@ -128,15 +128,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // zod skips whole-object checks when a field failed: run them on what we have, so every problem is named at once.
     const agents = (raw.agents ?? {}) as Record<string, AgentProfileInput>;
     for (const p of profileProblems(agents)) problems.push(`CONFIG_FILE agents.${p.path.join('.')}: ${p.message}`);
+    const lifetime = lifetimeProblem(Number(raw.sessionTimeoutHours ?? 24), Number(raw.sessionWarningHours ?? 20));
+    if (lifetime) problems.push(`SESSION_WARNING_HOURS: ${lifetime}`);
   }
+  if (typeof raw.dataDir === 'string' && unexpanded(raw.dataDir)) problems.push(`DATA_DIR: ${raw.dataDir} ${NOT_EXPANDED}`);
+  const rootsFrom = env.ALLOWED_ROOTS ? 'ALLOWED_ROOTS' : file.allowedRoots ? 'CONFIG_FILE allowedRoots' : 'ALLOWED_ROOTS';
   const roots: string[] = [];
   for (const root of (raw.allowedRoots as string[]) ?? []) {
     if (!isAbsolute(root)) {
-      problems.push(`ALLOWED_ROOTS: ${root} is not an absolute path`);
+      problems.push(`${rootsFrom}: ${root} ${unexpanded(root) ? NOT_EXPANDED : 'is not an absolute path'}`);
       continue;
     }
     if (!existsSync(root)) {
-      problems.push(`ALLOWED_ROOTS: ${root} does not exist`);
+      problems.push(`${rootsFrom}: ${root} does not exist (create it first)`);
       continue;
     }
     roots.push(realpathSync(root));
@@ -145,6 +149,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const config = result.data;
 
   return deepFreeze({ ...config, dataDir: resolve(config.dataDir), allowedRoots: roots });
+}
+
+const NOT_EXPANDED = 'is not expanded: agentd takes paths as given (env files and service managers do not expand ~ or $VARIABLES); give an absolute path';
+
+/** A path a shell would have expanded (`~/x`, `$HOME/x`) but nothing did. */
+function unexpanded(path: string): boolean {
+  return path.startsWith('~') || path.startsWith('$');
 }
 
 /** The names this daemon answers to, for the Host check. */

@@ -90,6 +90,12 @@ const positive = z.coerce.number().positive();
 const nonNegative = z.coerce.number().min(0);
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
+/** The warning must come before the end of a session's lifetime; null when it does (or either is not a number yet). */
+export function lifetimeProblem(timeoutHours: number, warningHours: number): string | null {
+  if (!Number.isFinite(timeoutHours) || !Number.isFinite(warningHours) || warningHours < timeoutHours) return null;
+  return `must be less than SESSION_TIMEOUT_HOURS (${timeoutHours})`;
+}
+
 export const configSchema = z
   .object({
     host: z.string().min(1).default('127.0.0.1'),
@@ -116,13 +122,8 @@ export const configSchema = z
     agents: z.record(agentProfileSchema).default({}),
   })
   .superRefine((c, ctx) => {
-    if (c.sessionWarningHours >= c.sessionTimeoutHours) {
-      ctx.addIssue({
-        code: z.ZodIssueCode.custom,
-        path: ['sessionWarningHours'],
-        message: `must be less than SESSION_TIMEOUT_HOURS (${c.sessionTimeoutHours})`,
-      });
-    }
+    const lifetime = lifetimeProblem(c.sessionTimeoutHours, c.sessionWarningHours);
+    if (lifetime) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sessionWarningHours'], message: lifetime });
     for (const problem of profileProblems(c.agents)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['agents', ...problem.path], message: problem.message });
     }

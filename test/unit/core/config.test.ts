@@ -32,6 +32,28 @@ describe('configuration', () => {
     }
   });
 
+  it('names a warning past the lifetime with another bad key too', () => {
+    expect(() => loadConfig({ HOME: dir, PORT: 'abc', SESSION_WARNING_HOURS: '30' })).toThrow(/PORT[\s\S]*SESSION_WARNING_HOURS: must be less than SESSION_TIMEOUT_HOURS \(24\)/);
+    expect(() => loadConfig({ HOME: dir, SESSION_WARNING_HOURS: '30' })).toThrow('SESSION_WARNING_HOURS: must be less than SESSION_TIMEOUT_HOURS (24)');
+  });
+
+  it('says that ~ and $VARIABLES are not expanded in DATA_DIR and ALLOWED_ROOTS, and where a missing root came from', () => {
+    const problems = (env: NodeJS.ProcessEnv) => {
+      try {
+        loadConfig({ HOME: dir, ...env });
+      } catch (err) {
+        return (err as ConfigError).problems;
+      }
+      return [];
+    };
+    expect(problems({ DATA_DIR: '~/data' })).toEqual([expect.stringMatching(/^DATA_DIR: ~\/data is not expanded: .*give an absolute path$/)]);
+    expect(problems({ ALLOWED_ROOTS: '$HOME' })).toEqual([expect.stringMatching(/^ALLOWED_ROOTS: \$HOME is not expanded: /)]);
+    const file = join(dir, 'roots.json');
+    writeFileSync(file, JSON.stringify({ allowedRoots: ['/srv/no-such-root'] }));
+    expect(problems({ CONFIG_FILE: file })).toEqual(['CONFIG_FILE allowedRoots: /srv/no-such-root does not exist (create it first)']);
+    expect(problems({ ALLOWED_ROOTS: '/srv/no-such-root' })).toEqual(['ALLOWED_ROOTS: /srv/no-such-root does not exist (create it first)']);
+  });
+
   it('lets the environment win over CONFIG_FILE', () => {
     const file = join(dir, 'agentd.json');
     writeFileSync(file, JSON.stringify({ allowedRoots: ['/tmp'], agents: { py: { command: 'python3', args: ['-i'] } } }));
