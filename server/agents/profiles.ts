@@ -19,6 +19,8 @@ export interface AgentProfile {
   /** Output quiet time that ends a turn for agents without hooks. */
   readonly idleMs: number;
   readonly promptPattern?: RegExp;
+  /** A stored session's profile that is no longer configured: it lists, but cannot start. */
+  readonly removed?: boolean;
 }
 
 /** Quiet time after which a turn of a hook-less agent is over: long enough for a REPL's echo and answer. */
@@ -95,6 +97,7 @@ export class AgentRegistry {
 
   /** The profile, or 400 invalid_request for an unknown name. */
   get(name: unknown): AgentProfile {
+    if (name === undefined || name === null || name === '') throw errors.invalid(`agent is required; known agents: ${this.names().join(', ')}`);
     const profile = typeof name === 'string' ? this.profiles.get(name) : undefined;
     if (!profile) {
       throw errors.invalid(`unknown agent ${JSON.stringify(name)}; known agents: ${this.names().join(', ')}`);
@@ -110,6 +113,7 @@ export class AgentRegistry {
  */
 export function resolveCommand(profile: AgentProfile, envPath: string | undefined = process.env.PATH): string {
   const { command } = profile;
+  if (profile.removed) throw errors.agentUnavailable(`${profile.name}: this profile is no longer in the configuration; add it back to start the session again`);
   if (command.includes('/')) {
     if (!isAbsolute(command)) {
       throw errors.agentUnavailable(`${profile.name}: command ${command} must be an absolute path or a bare program name`);

@@ -74,7 +74,8 @@ class NodePtyProcess implements PtyProcess {
       this.exited = true;
       this.writer?.close();
       this.releaseSlave();
-      const exit = { exitCode, signal: signal ? signal : null };
+      // node-pty reports a signalled program as exitCode 0 with the signal: there was no exit status.
+      const exit = signal ? { exitCode: null, signal } : { exitCode, signal: null };
       if (this.reader) {
         this.pendingExit = exit;
         this.reader.finish();

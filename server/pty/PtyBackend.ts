@@ -12,7 +12,8 @@ export interface SpawnOptions {
 }
 
 export interface PtyExit {
-  exitCode: number;
+  /** The program's exit status; null when a signal ended it (as Node's child_process has it). */
+  exitCode: number | null;
   signal: number | null;
 }
 

@@ -32,7 +32,7 @@ function profileFor(agents: AgentRegistry, name: string): AgentProfile {
   try {
     return agents.get(name);
   } catch {
-    return { name, kind: 'generic', command: `/nonexistent/agent-profile-${name}-was-removed`, args: [], env: {}, recapPrompt: '', idleMs: 1500 };
+    return { name, kind: 'generic', command: name, args: [], env: {}, recapPrompt: '', idleMs: 1500, removed: true };
   }
 }
 

@@ -120,7 +120,7 @@ describe('claude through the daemon', () => {
     expect(after.json.response).toContain('BANANA');
   }, 60_000);
 
-  it('answers a chat frame that is JSON but not an object with an error frame, creating nothing', async () => {
+  it('answers a chat frame that is JSON but not an object, or binary, with an error frame, creating nothing', async () => {
     const before = (await d.api('GET', '/api/sessions')).json.count;
     const ws = h.socket(d, '/api/claude/ws');
     await ws.nextJson((f) => f.type === 'ready');
@@ -130,6 +130,8 @@ describe('claude through the daemon', () => {
       err.seen = true;
       expect(err).toMatchObject({ code: 'invalid_request', message: 'frame must be a JSON object' });
     }
+    ws.sendBytes(JSON.stringify({ content: 'as bytes', session_id: 'binary-chat' }));
+    expect(await ws.nextJson((f) => f.type === 'error' && !f.seen)).toMatchObject({ code: 'invalid_request', message: 'chat frames are JSON text' });
     expect((await d.api('GET', '/api/sessions')).json.count).toBe(before);
     ws.ws.terminate();
   });

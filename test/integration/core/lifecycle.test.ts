@@ -130,6 +130,9 @@ describe('session lifecycle', () => {
     const res = await d.api('DELETE', `/api/sessions/${s.id}`);
     expect(res.status).toBe(200);
     expect(res.json.session.state).toBe('closed');
+    // The shell ignored HUP and TERM: SIGKILL ended it, so there is a signal and no exit status.
+    expect(res.json.session).toMatchObject({ exitCode: null, signal: 9 });
+    expect(await ws.nextJson((f) => f.type === 'exit')).toMatchObject({ exitCode: null, signal: 9 });
     // DELETE answers once they are gone: nothing is left, no zombie of ours.
     for (const pid of pids) {
       const info = readProc(pid);

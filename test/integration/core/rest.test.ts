@@ -158,7 +158,9 @@ describe('bad input gets the exact error and creates nothing', () => {
   it('rejects an unknown agent with 400 invalid_request', async () => {
     const before = await totalCount();
     expectError(await d.api('POST', '/api/sessions', { agent: 'rm -rf /', projectPath: d.root }), 400, 'invalid_request');
-    expectError(await d.api('POST', '/api/sessions', { projectPath: d.root }), 400, 'invalid_request');
+    const missing = await d.api('POST', '/api/sessions', { projectPath: d.root });
+    expectError(missing, 400, 'invalid_request');
+    expect(missing.json.error.message).toMatch(/^agent is required; known agents: shell, claude, codex/);
     expect(await totalCount()).toBe(before);
   });
 

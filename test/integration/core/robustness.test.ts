@@ -112,4 +112,18 @@ describe('robustness', () => {
     expect(ids).toEqual(['recent-one']);
     await other.dispose();
   });
+
+  it('lists a stored session whose profile was removed from the configuration, and says so when asked to revive it', async () => {
+    const store = new MemoryStore();
+    const now = Date.now();
+    store.putSession({ id: 'orphan', agent: 'gone', projectPath: '/tmp', state: 'closed', pid: null, pidStartTime: null, tag: null, agentSessionId: null, createdAt: now, lastActivityAt: now, expiresAt: null, warnedAt: null, endedAt: now, cols: 80, rows: 24, exitCode: 0, signal: null, endReason: 'closed by client', deviceToken: null, outputBytes: 0 });
+    const other = await startDaemon({}, store);
+    await other.app.restore();
+    expect((await other.api('GET', '/api/sessions/orphan')).json.session).toMatchObject({ id: 'orphan', agent: 'gone', state: 'closed' });
+    const revived = await other.api('POST', '/api/sessions/orphan/revive');
+    expect(revived.status).toBe(400);
+    expect(revived.json).toEqual({ error: { code: 'agent_unavailable', message: 'gone: this profile is no longer in the configuration; add it back to start the session again' } });
+    expect((await other.api('GET', '/api/sessions/orphan')).json.session.state).toBe('closed');
+    await other.dispose();
+  });
 });
