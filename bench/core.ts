@@ -82,6 +82,8 @@ const GOALS = {
 /** Prints R when ready, waits for one line, then becomes `cat FILE`: timing starts at the line, for both paths. */
 const gatedCat = (file: string) => ({ command: 'bash', args: ['-c', 'printf R; read -r _; exec cat "$0"', file] });
 /** A process does the echo, not the line discipline. */
+/** How long a program may take to print its ready mark (a loaded 2-core machine took over 10 s once). */
+const READY_TIMEOUT_MS = 30_000;
 const ECHO_PROGRAM = { command: 'bash', args: ['-c', 'stty raw -echo; printf R; exec cat'] };
 const PLAIN_SHELL_ENV = { PS1: '$ ' };
 /** An interactive shell that first prints the file given as $0. */
@@ -146,7 +148,7 @@ async function rawThroughput(file: string, expected: number): Promise<Throughput
   p.onExit(() => (exited = true));
   let cpu0 = process.cpuUsage();
   try {
-    await waitFor(() => ready, 10_000, 'raw cat ready', 1);
+    await waitFor(() => ready, READY_TIMEOUT_MS, 'raw cat ready', 1);
     cpu0 = process.cpuUsage();
     t0 = performance.now();
     p.write('\n');
@@ -181,7 +183,7 @@ function echoProbe(readyAtStart = false) {
       }
     },
     async run(what: string, warmup: number, keys: number, write: (key: Buffer) => void): Promise<number[]> {
-      await waitFor(() => ready, 10_000, what, 1);
+      await waitFor(() => ready, READY_TIMEOUT_MS, what, 1);
       return keystrokes(warmup, keys, (key) => {
         const echoed = new Promise<void>((resolve) => (waiting = { byte: key[0], resolve }));
         write(key);
@@ -420,7 +422,7 @@ async function socketThroughput(t: SocketTarget, program: string, expected: numb
   };
   let cpuMs = 0;
   try {
-    await waitFor(() => ready, 10_000, 'cat ready', 1);
+    await waitFor(() => ready, READY_TIMEOUT_MS, 'cat ready', 1);
     cpu0 = await t.cpuMs();
     start = c.position;
     t0 = performance.now();

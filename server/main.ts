@@ -5,6 +5,7 @@ import { writeFileAtomic } from './common/files';
 import { isLoopbackHost } from './common/net';
 import { createLogger } from './common/log';
 import { canReleaseMemory } from './common/memory';
+import { dropNpmScriptEnv } from './common/npmEnv';
 import { ConfigError, loadConfig } from './config/load';
 import { Config } from './config/schema';
 import { createApp } from './http/app';
@@ -15,6 +16,8 @@ import { openStore } from './store/open';
 const SHUTDOWN_DEADLINE_MS = 15_000;
 
 export async function main(): Promise<void> {
+  // Under `npm start`: agents are looked up, and sessions started, as from the user's own terminal.
+  dropNpmScriptEnv();
   let config: Config;
   try {
     config = loadConfig();

@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from '../config/load';
 import { Config } from '../config/schema';
 import { VERSION } from '../common/version';
 import { canReleaseMemory } from '../common/memory';
+import { dropNpmScriptEnv } from '../common/npmEnv';
 import { AgentRegistry } from '../agents/profiles';
 import { probeAgents } from '../agents/status';
 
@@ -41,6 +42,7 @@ async function listSessions(json: boolean): Promise<void> {
 }
 
 async function doctor(): Promise<number> {
+  dropNpmScriptEnv(); // report the agents the daemon would find
   let problems = 0;
   const check = (ok: boolean, what: string, hint = '') => {
     process.stdout.write(`${ok ? 'ok  ' : 'FAIL'}  ${what}${!ok && hint ? ` — ${hint}` : ''}\n`);

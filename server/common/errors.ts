@@ -46,6 +46,9 @@ export const errors = {
     new AppError('unavailable', `input refused: the program has not read the last ${maxMiB} MiB of input yet (it is not reading its terminal); nothing was written, try again later`),
 };
 
+/** Headers on every answer, also those written without express (refused upgrades, what Node's parser refuses). */
+export const COMMON_HEADERS: Readonly<Record<string, string>> = { 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer' };
+
 export function errorBody(code: ErrorCode, message: string): { error: { code: ErrorCode; message: string } } {
   return { error: { code, message } };
 }

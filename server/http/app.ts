@@ -1,4 +1,4 @@
-import { createServer, IncomingMessage, Server } from 'node:http';
+import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { WebSocketServer } from 'ws';
@@ -27,7 +27,7 @@ import { HOOK_SECRET_HEADER, parseHookPost } from '../agents/relay';
 import { sessionRoutes } from './routes';
 import { parseTarget, upgradeRouter } from './ws/router';
 import { MAX_PAYLOAD_BYTES, refuse, startHeartbeat } from './ws/upgrade';
-import { errorBody } from '../common/errors';
+import { COMMON_HEADERS, ErrorCode, errorBody } from '../common/errors';
 import type { Duplex } from 'node:stream';
 
 export interface AppDeps {
@@ -119,17 +119,10 @@ export function createApp(config: Config, deps: AppDeps): App {
   const server = createServer(serverOptions, (req, res) => {
     if (cap.isOver(req)) {
       const { retryAfterSeconds, message } = cap.refusal;
-      const body = JSON.stringify(errorBody('unavailable', message));
-      res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close', 'retry-after': String(retryAfterSeconds) });
-      res.end(body);
-      return;
+      return answerAndClose(res, 503, 'unavailable', message, { 'Retry-After': String(retryAfterSeconds) });
     }
     // A target no URL can be made of never reaches express (it would answer with its own HTML page).
-    if (!parseTarget(req.url)) {
-      res.writeHead(400, { 'content-type': 'application/json', connection: 'close' });
-      res.end(JSON.stringify(errorBody('invalid_request', 'malformed request target')));
-      return;
-    }
+    if (!parseTarget(req.url)) return answerAndClose(res, 400, 'invalid_request', 'malformed request target');
     rest(req, res);
   });
   // What Node's HTTP parser refuses (headers too large, bad syntax) is answered in the contract's shape too.
@@ -192,6 +185,13 @@ export function createApp(config: Config, deps: AppDeps): App {
   };
 }
 
+/** An error answer written before express, in the contract's shape; the connection closes after it. */
+function answerAndClose(res: ServerResponse, status: number, code: ErrorCode, message: string, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify(errorBody(code, message));
+  res.writeHead(status, { ...COMMON_HEADERS, ...headers, 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close' });
+  res.end(body);
+}
+
 /** The REST side: common headers, Host check, health, the agents' hook relay, then everything behind the token. */
 function expressApp(context: AppContext, deps: { ownNames: Set<string>; token: string; logger: Logger }): express.Express {
   const { pool } = context;
@@ -199,8 +199,7 @@ function expressApp(context: AppContext, deps: { ownNames: Set<string>; token: s
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use((_req, res, next) => {
-    res.setHeader('Referrer-Policy', 'no-referrer');
-    res.setHeader('Cache-Control', 'no-store');
+    for (const [name, value] of Object.entries(COMMON_HEADERS)) res.setHeader(name, value);
     next();
   });
   app.use(hostCheck(deps.ownNames));

@@ -102,7 +102,7 @@ function handshakeProblem(req: IncomingMessage): string | null {
   const key = req.headers['sec-websocket-key'];
   if (typeof key !== 'string' || !/^[A-Za-z0-9+/]{22}==$/.test(key.trim())) return 'missing or invalid Sec-WebSocket-Key';
   const version = req.headers['sec-websocket-version'];
-  if (version !== '13' && version !== '8') return 'Sec-WebSocket-Version must be 13';
+  if (version !== '13' && version !== '8') return 'Sec-WebSocket-Version must be 13 (or 8)';
   return null;
 }
 

@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { WebSocket, WebSocketServer } from 'ws';
-import { ErrorCode, errorBody } from '../../common/errors';
+import { COMMON_HEADERS, ErrorCode, errorBody } from '../../common/errors';
 import { bearerOf, hostNameOf, tokenMatches } from '../auth';
 
 /** Largest frame a client may send; larger closes with 1009 (contract). */
@@ -17,7 +17,7 @@ export const CLOSE_UNAUTHORIZED = 4401;
 /** Refuses an upgrade with a plain HTTP answer in the contract's error shape. */
 export function refuse(socket: Duplex, status: number, code: ErrorCode, message: string, headers: Record<string, string | number> = {}): void {
   const body = JSON.stringify(errorBody(code, message));
-  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  const extra = Object.entries({ ...COMMON_HEADERS, ...headers }).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`,
   );

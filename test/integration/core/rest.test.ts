@@ -210,8 +210,8 @@ describe('bad input gets the exact error and creates nothing', () => {
     expect(after.pid).toBeNull();
   });
 
-  /** Sends `request` as it is on a fresh connection; resolves with the status line's code and the body. */
-  function raw(request: string): Promise<{ status: number; body: string }> {
+  /** Sends `request` as it is on a fresh connection; resolves with the status line's code, the headers and the body. */
+  function raw(request: string): Promise<{ status: number; head: string; body: string }> {
     const port = Number(new URL(d.base).port);
     return new Promise((resolve, reject) => {
       let out = '';
@@ -220,7 +220,7 @@ describe('bad input gets the exact error and creates nothing', () => {
       s.on('error', reject);
       s.on('close', () => {
         const body = out.slice(out.indexOf('\r\n\r\n') + 4);
-        resolve({ status: Number(out.slice(9, 12)), body: /^[0-9a-f]+\r\n/.test(body) ? body.split('\r\n')[1] : body });
+        resolve({ status: Number(out.slice(9, 12)), head: out.slice(0, out.indexOf('\r\n\r\n')), body: /^[0-9a-f]+\r\n/.test(body) ? body.split('\r\n')[1] : body });
       });
     });
   }
@@ -237,6 +237,9 @@ describe('bad input gets the exact error and creates nothing', () => {
     for (const [request, status, message] of cases) {
       const reply = await raw(request);
       expect({ status: reply.status, body: JSON.parse(reply.body) }).toEqual({ status, body: { error: { code: 'invalid_request', message } } });
+      // The headers of every answer, though express never saw these.
+      expect(reply.head).toMatch(/\r\nCache-Control: no-store\r\n/i);
+      expect(reply.head).toMatch(/\r\nReferrer-Policy: no-referrer(\r\n|$)/i);
     }
     expect((await d.api('GET', '/api/sessions')).status).toBe(200);
   });
