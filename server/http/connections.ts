@@ -38,11 +38,6 @@ export class ConnectionCap {
     server.prependListener('connection', (socket: Socket) => this.onConnection(socket));
   }
 
-  /** Open connections within the cap. */
-  get count(): number {
-    return this.open;
-  }
-
   /** Whether the request came on a connection past the cap: then answer it with `refusal` and nothing else. */
   isOver(req: IncomingMessage): boolean {
     return this.over.has(req.socket);
