@@ -42,6 +42,7 @@ export const errors = {
     new AppError('memory_limit', `sessions use ${usedMB} MB of the ${maxMB} MB allowed in total; new sessions are refused until memory is freed`),
   unauthorized: () => new AppError('unauthorized', 'a valid bearer token is required'),
   forbidden: (message: string) => new AppError('forbidden', message),
+  stopping: () => new AppError('unavailable', 'the daemon is stopping; nothing new starts until it is back'),
   inputBacklog: (maxMiB: number) =>
     new AppError('unavailable', `input refused: the program has not read the last ${maxMiB} MiB of input yet (it is not reading its terminal); nothing was written, try again later`),
 };

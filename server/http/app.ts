@@ -167,6 +167,8 @@ export function createApp(config: Config, deps: AppDeps): App {
     async dispose() {
       if (disposed) return;
       disposed = true;
+      // No new connections from here: a client that reconnects as soon as it is told 1001 finds the port closed.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       if (retention) clearInterval(retention);
       monitor.dispose();
       stopHeartbeat();
@@ -174,10 +176,8 @@ export function createApp(config: Config, deps: AppDeps): App {
       // Clients are told (1001) and gone before the sessions and the store are, so no late close event finds them closed.
       await closeClients(wss);
       wss.close();
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
+      server.closeAllConnections();
+      await closed;
       pool.dispose();
       screen.dispose();
       await reader.dispose();

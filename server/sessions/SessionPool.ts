@@ -47,6 +47,8 @@ export function isValidSize(cols: unknown, rows: unknown): cols is number {
 export class SessionPool extends Disposable implements MonitoredPool {
   private readonly sessions = new Map<string, Session>();
   private memoryPressure: { usedMB: number; maxMB: number } | null = null;
+  /** The daemon is stopping: nothing starts any more (a client reconnecting mid-shutdown would revive its session). */
+  private stopping = false;
 
   constructor(private readonly deps: SessionDeps & { agents: AgentRegistry }) {
     super();
@@ -54,6 +56,7 @@ export class SessionPool extends Disposable implements MonitoredPool {
 
   /** Validates everything, then spawns. Nothing is created when a check fails. */
   create(req: CreateRequest): Session {
+    if (this.stopping) throw errors.stopping();
     const { config, clock, store } = this.deps;
     const profile = this.deps.agents.get(req.agent);
     const projectPath = this.resolveProjectPath(req.projectPath);
@@ -224,6 +227,7 @@ export class SessionPool extends Disposable implements MonitoredPool {
    * resume). 409 while it runs. Counts against the session limit like a new one.
    */
   async revive(session: Session, why: string): Promise<Session> {
+    if (this.stopping) throw errors.stopping();
     if (session.isLive()) throw errors.conflict(`session ${session.id} is running`);
     if (this.liveCount() >= this.deps.config.maxConcurrentSessions) throw errors.sessionLimit(this.deps.config.maxConcurrentSessions);
     if (this.memoryPressure) throw errors.memoryLimit(this.memoryPressure.usedMB, this.memoryPressure.maxMB);
@@ -249,8 +253,9 @@ export class SessionPool extends Disposable implements MonitoredPool {
     return this.memoryPressure;
   }
 
-  /** Ends every live session (daemon shutdown): their processes are gone when this resolves. */
+  /** Ends every live session (daemon shutdown): their processes are gone when this resolves. Nothing starts after it began. */
   async shutdown(reason: string): Promise<void> {
+    this.stopping = true;
     await Promise.all(this.live().map((s) => s.end('exited', reason)));
   }
 

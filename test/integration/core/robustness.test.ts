@@ -113,6 +113,20 @@ describe('robustness', () => {
     await other.dispose();
   });
 
+  it('starts and revives nothing once shutdown has begun (a client reconnecting mid-stop would bring its session back)', async () => {
+    const other = await startDaemon();
+    const ended = await other.create({ agent: 'shell' });
+    await other.api('DELETE', `/api/sessions/${ended.id}`);
+    const live = await other.create({ agent: 'shell' });
+    const stopping = other.app.pool.shutdown('daemon_stopped');
+    await expect(other.app.pool.revive(other.app.pool.get(ended.id), 'attach')).rejects.toMatchObject({ code: 'unavailable', message: 'the daemon is stopping; nothing new starts until it is back' });
+    expect(() => other.app.pool.create({ agent: 'shell', projectPath: other.root })).toThrow('the daemon is stopping');
+    await stopping;
+    expect(other.app.pool.get(live.id).record).toMatchObject({ state: 'exited', endReason: 'daemon_stopped' });
+    expect(other.app.pool.liveCount()).toBe(0);
+    await other.dispose();
+  });
+
   it('lists a stored session whose profile was removed from the configuration, and says so when asked to revive it', async () => {
     const store = new MemoryStore();
     const now = Date.now();

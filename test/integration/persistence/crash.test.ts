@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Terminal } from '@xterm/headless';
 import { DaemonProcess, startDaemonProcess } from '../../helpers/daemonProcess';
@@ -192,6 +192,45 @@ describe('sessions survive a daemon crash (kill -9) and a restart', () => {
     expect((await d.api('GET', '/api/sessions')).status).toBe(200);
     expect(await d.kill('SIGTERM')).toBe(0);
   }, 30_000);
+
+  it('stops on SIGTERM at once and cleanly while a client reconnects the moment it is told 1001 and another never answers', async () => {
+    const dataDir = tmpdir('reconnect-data');
+    const d = await start(dataDir, tmpdir('reconnect-root'));
+    const s = (await d.api('POST', '/api/sessions', { agent: 'shell' })).json.session;
+    // A phone app that reconnects at once (it used to revive its session mid-shutdown, and the stop then hung 15 s)...
+    let reconnects = 0;
+    let stop = false;
+    const eager = () => {
+      const sock = attach(d, `/api/sessions/${s.id}/ws`);
+      sock.ws.on('close', () => {
+        if (stop) return;
+        reconnects++;
+        setTimeout(eager, 10);
+      });
+    };
+    eager();
+    // ...and a client that stops reading, so the daemon waits for its close answer.
+    const stuck = attach(d, `/api/sessions/${s.id}/ws`);
+    await stuck.nextJson((f) => f.type === 'snapshot');
+    (stuck.ws as any)._socket.pause();
+    const t0 = Date.now();
+    let code: number | null;
+    try {
+      code = await d.kill('SIGTERM');
+    } finally {
+      stop = true;
+    }
+    expect({ code, seconds: Math.round((Date.now() - t0) / 1000) }).toEqual({ code: 0, seconds: expect.any(Number) });
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(reconnects).toBeGreaterThanOrEqual(1);
+    expect(d.output()).not.toContain('session revived');
+    expect(existsSync(join(dataDir, 'agentd.lock'))).toBe(false);
+    // The next start finds it ended by the stop, not left running as after a crash.
+    const next = await start(dataDir, tmpdir('reconnect-root-2'));
+    expect(next.output()).toMatch(/"stopped":0/);
+    expect((await next.api('GET', `/api/sessions/${s.id}`)).json.session).toMatchObject({ state: 'exited', endReason: 'daemon_stopped' });
+    await next.kill('SIGTERM');
+  }, 40_000);
 
   it('refuses a second daemon on the same DATA_DIR with a clear message', async () => {
     const dataDir = tmpdir('second-data');
