@@ -44,7 +44,8 @@ export function sessionRoutes(ctx: AppContext): Router {
   r.get('/api/sessions/interactive/:id/status', (req, res) => {
     res.json({ session: pool.get(req.params.id).toJSON() });
   });
-  for (const path of ['/api/sessions/interactive/:id', '/api/claude/session/:id/close', '/api/codex/session/:id/close']) {
+  // Closing, by the main route and the compatibility ones. The session logs 'session ended' when it ended a live one.
+  for (const path of ['/api/sessions/:id', '/api/sessions/interactive/:id', '/api/claude/session/:id/close', '/api/codex/session/:id/close']) {
     r.delete(path, async (req, res) => {
       res.json({ session: (await pool.close(req.params.id)).toJSON() });
     });
@@ -52,12 +53,6 @@ export function sessionRoutes(ctx: AppContext): Router {
 
   r.get('/api/sessions/:id', (req, res) => {
     res.json({ session: ctx.sessionView(pool.get(req.params.id)) });
-  });
-
-  r.delete('/api/sessions/:id', async (req, res) => {
-    const session = await pool.close(req.params.id);
-    ctx.logger.info({ sessionId: session.id }, 'session closed by client');
-    res.json({ session: session.toJSON() });
   });
 
   r.post('/api/sessions/:id/revive', async (req, res) => {

@@ -6,6 +6,7 @@ import { waitFor } from '../../helpers/wait';
 import { testConfig } from '../../../server/config/load';
 import { ensureToken } from '../../../server/http/auth';
 import { MemoryStore } from '../../../server/store/MemoryStore';
+import { captureLogger } from '../../unit/health/fakes';
 
 let d: TestDaemon;
 beforeAll(async () => {
@@ -124,6 +125,22 @@ describe('robustness', () => {
     await stopping;
     expect(other.app.pool.get(live.id).record).toMatchObject({ state: 'exited', endReason: 'daemon_stopped' });
     expect(other.app.pool.liveCount()).toBe(0);
+    await other.dispose();
+  });
+
+  it('logs the end of a session once: closing one that already exited logs nothing more', async () => {
+    const log = captureLogger('info');
+    const other = await startDaemon({}, undefined, { logger: log.logger });
+    const s = await other.create({ agent: 'shell' });
+    await other.api('POST', `/api/sessions/${s.id}/input`, { data: 'exit 3\r' });
+    await waitFor(async () => (await other.api('GET', `/api/sessions/${s.id}`)).json.session.state === 'exited', 5_000, 'the shell to exit');
+    const before = log.lines.length;
+    const closed = await other.api('DELETE', `/api/sessions/${s.id}`);
+    expect(closed.json.session).toMatchObject({ state: 'exited', exitCode: 3 });
+    expect(log.lines.slice(before).filter((l) => l.sessionId === s.id)).toEqual([]);
+    const live = await other.create({ agent: 'shell' });
+    await other.api('DELETE', `/api/sessions/${live.id}`);
+    expect(log.lines.filter((l) => l.sessionId === live.id && l.msg === 'session ended')).toEqual([expect.objectContaining({ state: 'closed', reason: 'closed by client' })]);
     await other.dispose();
   });
 
