@@ -46,6 +46,8 @@ export interface App {
   restore(): Promise<void>;
   context: AppContext;
   pool: SessionPool;
+  /** The sessions' screen models (diagnostics, tests). */
+  screen: ScreenService;
   /** Ends every session's processes, closes sockets and the server, frees every timer. */
   dispose(): Promise<void>;
 }
@@ -164,6 +166,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     },
     context,
     pool,
+    screen,
     async dispose() {
       if (disposed) return;
       disposed = true;

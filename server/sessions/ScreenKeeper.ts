@@ -37,7 +37,8 @@ const REBUILD_TAIL_BYTES = 256 * 1024;
  */
 export class ScreenKeeper implements IDisposable {
   private snapshotTimer: NodeJS.Timeout | null = null;
-  private inFlight = false;
+  /** A store under way. */
+  private inFlight: Promise<void> | null = null;
   /** Stream offset up to which bytes went to the model (or were skipped, leaving it stale). */
   private fedTo = 0;
   private lastOutput = 0;
@@ -148,9 +149,33 @@ export class ScreenKeeper implements IDisposable {
    * (ScreenService.inTurn): a hundred sessions going quiet together would
    * otherwise each copy their catch-up to the worker at once.
    */
-  async store(): Promise<void> {
-    if (this.inFlight || !this.deps.screen.has(this.id)) return;
-    this.inFlight = true;
+  store(): Promise<void> {
+    if (this.inFlight || !this.deps.screen.has(this.id)) return this.inFlight ?? Promise.resolve();
+    this.inFlight = this.storeNow().finally(() => (this.inFlight = null));
+    return this.inFlight;
+  }
+
+  /**
+   * The session ended: its final screen is stored (after any store under way,
+   * which may be of an earlier offset), then the model is let go if
+   * `stillEnded()` — an ended session's screen no longer changes, so the
+   * stored one is exact, and a later reader reopens from it. Kept, every ended
+   * session held its folded screen (up to ~1 MB) until retention removed it.
+   */
+  async finish(stillEnded: () => boolean): Promise<void> {
+    await this.inFlight;
+    await this.store();
+    if (stillEnded()) this.release();
+  }
+
+  /** Lets go of the model, if open: the next reader reopens it from the stored screen and the bytes after it. */
+  release(): void {
+    if (this.snapshotTimer) clearTimeout(this.snapshotTimer);
+    this.snapshotTimer = null;
+    if (this.deps.screen.has(this.id)) this.deps.screen.close(this.id);
+  }
+
+  private async storeNow(): Promise<void> {
     this.lastStored = this.deps.clock.monotonic();
     try {
       await this.deps.screen.inTurn(async () => {
@@ -162,14 +187,10 @@ export class ScreenKeeper implements IDisposable {
     } catch (err) {
       // The next quiet period tries again; a missing snapshot only costs replay time after a crash.
       this.deps.logger.warn({ err: (err as Error).message }, 'screen snapshot failed');
-    } finally {
-      this.inFlight = false;
     }
   }
 
   dispose(): void {
-    if (this.snapshotTimer) clearTimeout(this.snapshotTimer);
-    this.snapshotTimer = null;
-    this.deps.screen.close(this.id);
+    this.release();
   }
 }

@@ -254,6 +254,8 @@ export class Session extends Disposable implements MonitoredSession {
     this.noteActivity();
     this.deps.store.addEvent({ sessionId: this.id, type: 'attached', at: this.deps.clock.now(), detail: { client: client.id, since: opts.since ?? null } });
     await this.stream.attach(client, opts, () => this.toJSON());
+    // An ended session's screen was only opened to show it: it does not change, and is reopened from the store when asked again.
+    if (!this.isLive()) this.screenKeeper.release();
   }
 
   detach(client: SessionClient): void {
@@ -417,7 +419,7 @@ export class Session extends Disposable implements MonitoredSession {
     const pty = this.pty;
     this.pty = null;
     pty?.dispose();
-    this.finalSnapshot = this.screenKeeper.store();
+    this.finalSnapshot = this.screenKeeper.finish(() => !this.isLive());
     this.logger.info({ state, reason, exitCode, signal }, 'session state final');
   }
 

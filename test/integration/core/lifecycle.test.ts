@@ -96,6 +96,22 @@ describe('session lifecycle', () => {
     expect(failures).toBe(0);
   });
 
+  it('holds no screen model for an ended session: it is stored at the end, and reopened only to show it', async () => {
+    const s = await d.create({ agent: 'shell', cols: 100, rows: 30 });
+    const ws = d.socket(`/api/sessions/${s.id}/ws`);
+    await ws.nextJson((f) => f.type === 'snapshot');
+    expect(d.app.screen.has(s.id)).toBe(true);
+    ws.sendBytes('for i in $(seq 1 200); do echo "row $i"; done; exit 0\r');
+    const exit = await ws.nextJson((f) => f.type === 'exit');
+    expect(exit.exitCode).toBe(0);
+    await waitFor(() => !d.app.screen.has(s.id), 5_000, 'the model let go');
+    // A client looking later sees the last screen exactly, and the model is let go again.
+    const late = d.socket(`/api/sessions/${s.id}/ws`);
+    const snap = await late.nextJson((f) => f.type === 'snapshot');
+    expect(snap.data).toContain('row 200');
+    expect(d.app.screen.has(s.id)).toBe(false);
+  });
+
   it('reports an agent that exits by itself as exited, with its code, to every client', async () => {
     const s = await d.create({ agent: 'shell' });
     const ws = d.socket(`/api/sessions/${s.id}/ws`);

@@ -1,4 +1,7 @@
-import { ManualClock } from '../../../server/common/clock';
+import { ManualClock, systemClock } from '../../../server/common/clock';
+import { silentLogger } from '../../../server/common/log';
+import { ScreenKeeper } from '../../../server/sessions/ScreenKeeper';
+import { ScreenService } from '../../../server/sessions/ScreenService';
 import { OutputLog } from '../../../server/sessions/OutputLog';
 import { RingTrimmer } from '../../../server/sessions/RingTrimmer';
 import { SessionLifetime } from '../../../server/sessions/SessionLifetime';
@@ -132,5 +135,38 @@ describe('a session lifetime on the monotonic clock (SessionLifetime)', () => {
     lifetime.noteActivity();
     expect(lifetime.lastActivity).toBe(clock.monotonic());
     expect(rec.lastActivityAt).toBe(clock.now());
+  });
+});
+
+describe('an ended session lets go of its screen model (ScreenKeeper.finish)', () => {
+  const screen = new ScreenService();
+  afterAll(() => screen.dispose());
+
+  it('stores the final screen, closes the model, and shows the same screen when reopened from the store', async () => {
+    const store = new MemoryStore();
+    const log = new OutputLog(1024 * 1024);
+    const keeper = new ScreenKeeper('S9', log, () => ({ cols: 80, rows: 24 }), { screen, store, clock: systemClock, logger: silentLogger() });
+    keeper.ensureOpen();
+    for (let i = 0; i < 300; i++) {
+      const chunk = Buffer.from(`line ${i} \x1b[1mbold\x1b[0m\r\n`);
+      store.appendOutput('S9', log.append(chunk), chunk);
+    }
+    const before = await keeper.snapshot();
+    let ended = true;
+    await keeper.finish(() => ended);
+    expect(screen.has('S9')).toBe(false);
+    expect(store.latestSnapshot('S9', log.end)).toMatchObject({ offset: log.end, data: before.data });
+    // A client attaching later: the model is reopened from the stored screen, exactly.
+    const after = await keeper.snapshot();
+    expect(after).toEqual(before);
+    keeper.release();
+    expect(screen.has('S9')).toBe(false);
+    // Revived before the final store finished: the live session keeps its model.
+    keeper.ensureOpen();
+    ended = false;
+    await keeper.finish(() => ended);
+    expect(screen.has('S9')).toBe(true);
+    keeper.dispose();
+    expect(screen.has('S9')).toBe(false);
   });
 });
