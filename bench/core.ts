@@ -81,9 +81,9 @@ const GOALS = {
 
 /** Prints R when ready, waits for one line, then becomes `cat FILE`: timing starts at the line, for both paths. */
 const gatedCat = (file: string) => ({ command: 'bash', args: ['-c', 'printf R; read -r _; exec cat "$0"', file] });
-/** A process does the echo, not the line discipline. */
 /** How long a program may take to print its ready mark (a loaded 2-core machine took over 10 s once). */
 const READY_TIMEOUT_MS = 30_000;
+/** A process does the echo, not the line discipline. */
 const ECHO_PROGRAM = { command: 'bash', args: ['-c', 'stty raw -echo; printf R; exec cat'] };
 const PLAIN_SHELL_ENV = { PS1: '$ ' };
 /** An interactive shell that first prints the file given as $0. */

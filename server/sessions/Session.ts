@@ -254,8 +254,9 @@ export class Session extends Disposable implements MonitoredSession {
     this.noteActivity();
     this.deps.store.addEvent({ sessionId: this.id, type: 'attached', at: this.deps.clock.now(), detail: { client: client.id, since: opts.since ?? null } });
     await this.stream.attach(client, opts, () => this.toJSON());
-    // An ended session's screen was only opened to show it: it does not change, and is reopened from the store when asked again.
-    if (!this.isLive()) this.screenKeeper.release();
+    // An ended session's screen was only opened to show it: it does not change, and is reopened from the store when asked
+    // again. Not before the final screen is stored (a store finds a closed model and skips).
+    if (!this.isLive()) void this.finalSnapshot.then(() => !this.isLive() && this.screenKeeper.release());
   }
 
   detach(client: SessionClient): void {
