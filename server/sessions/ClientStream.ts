@@ -7,6 +7,12 @@ import { ScreenKeeper } from './ScreenKeeper';
 
 /** How often lagging clients are checked for having drained. */
 const LAG_CHECK_MS = 100;
+/**
+ * Bytes a crashed daemon may have sent to clients beyond what it had stored:
+ * the store writes every second, or at once past 256 KiB queued, so even a
+ * flood (~80 MB/s, a write taking tens of ms) stays well within this.
+ */
+export const CRASH_LOSS_BOUND_BYTES = 8 * 1024 * 1024;
 
 /**
  * The session's output as its clients see it: attach (snapshot or exact
@@ -16,6 +22,13 @@ const LAG_CHECK_MS = 100;
 export class ClientStream implements IDisposable {
   readonly clients = new ClientSet();
   private lagTimer: NodeJS.Timeout | null = null;
+  /**
+   * Offsets a crash made ambiguous: (from, to]. The previous daemon may have
+   * sent bytes past `from` (its stored end) that were lost, and the revived
+   * agent's output takes the same offsets; a `since` in there cannot be told
+   * apart, so it gets a fresh attach.
+   */
+  private crashGap: { from: number; to: number } | null = null;
 
   constructor(
     private readonly id: string,
@@ -26,6 +39,11 @@ export class ClientStream implements IDisposable {
 
   get size(): number {
     return this.clients.size;
+  }
+
+  /** The previous daemon crashed with the stream stored up to here (see crashGap). */
+  noteCrashAt(storedEnd: number): void {
+    this.crashGap = { from: storedEnd, to: storedEnd + CRASH_LOSS_BOUND_BYTES };
   }
 
   /** Live output at offset `at` (hot path). */
@@ -47,7 +65,8 @@ export class ClientStream implements IDisposable {
     const att = this.clients.add(client, opts.cols, opts.rows);
     this.applyGoverningSize();
     const since = opts.since;
-    if (since !== undefined && since <= this.log.end) {
+    const ambiguous = since !== undefined && this.crashGap !== null && since > this.crashGap.from && since <= this.crashGap.to;
+    if (since !== undefined && since <= this.log.end && !ambiguous) {
       const missing = this.readBytes(since);
       if (missing) {
         client.sendJson({ type: 'attached', session: session(), offset: since });

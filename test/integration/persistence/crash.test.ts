@@ -138,6 +138,48 @@ describe('sessions survive a daemon crash (kill -9) and a restart', () => {
     expect(integrity(dataDir)).toBe('ok');
   }, 90_000);
 
+  it('does not resume a client exactly from an offset the crash left ambiguous (lost bytes, then the revived agent\'s)', async () => {
+    const dataDir = tmpdir('gap-data');
+    const root = tmpdir('gap-root');
+    let d = await start(dataDir, root);
+    const s = (await d.api('POST', '/api/sessions', { agent: 'shell' })).json.session;
+    // Output the client receives and the daemon has not stored yet (it stores every second), then kill -9.
+    let seen = 0;
+    let storedEnd = 0;
+    for (let attempt = 1; ; attempt++) {
+      const c = attach(d, `/api/sessions/${s.id}/ws`);
+      const at = (await c.nextJson((f) => f.type === 'attached')).offset;
+      await c.nextJson((f) => f.type === 'snapshot');
+      await new Promise((r) => setTimeout(r, 1_500)); // the prompt is stored by now: the stored end is past it
+      c.sendBytes(`printf 'x%.0s' $(seq 1 3000); echo LOST-${attempt}\r`);
+      await c.waitOutput(`LOST-${attempt}\r\n`);
+      seen = at + c.output.length;
+      await d.kill('SIGKILL');
+      d = await start(dataDir, root);
+      storedEnd = Number((await d.api('GET', `/api/sessions/${s.id}/history?format=ansi`)).headers['x-agentd-offset-end']);
+      if (storedEnd < seen) break;
+      if (attempt === 5) throw new Error('the daemon stored everything before each kill: nothing was lost to test with');
+    }
+    // A fresh client revives the shell, whose output takes the lost bytes' offsets and goes past the old client's.
+    const fresh = attach(d, `/api/sessions/${s.id}/ws`);
+    await fresh.nextJson((f) => f.type === 'snapshot');
+    await waitFor(async () => (await d.api('GET', `/api/sessions/${s.id}`)).json.session.state === 'running', 10_000, 'the shell revived');
+    fresh.sendBytes(`printf 'y%.0s' $(seq 1 ${seen - storedEnd + 2000}); echo NEW-END\r`);
+    await fresh.waitOutput('NEW-END\r\n');
+    const end = Number((await d.api('GET', `/api/sessions/${s.id}/history?format=ansi`)).headers['x-agentd-offset-end']);
+    expect(end).toBeGreaterThan(seen);
+    expect(storedEnd).toBeGreaterThan(0);
+    // The old client comes back with its position: its bytes past the stored end were lost, so it starts afresh.
+    const back = attach(d, `/api/sessions/${s.id}/ws?since=${seen}`);
+    const attached = await back.nextJson((f) => f.type === 'attached');
+    expect(attached.offset).not.toBe(seen);
+    await back.nextJson((f) => f.type === 'snapshot');
+    // A position within what was stored still resumes exactly.
+    const early = attach(d, `/api/sessions/${s.id}/ws?since=${storedEnd - 1}`);
+    expect((await early.nextJson((f) => f.type === 'attached')).offset).toBe(storedEnd - 1);
+    await d.kill('SIGTERM');
+  }, 90_000);
+
   it('loses nothing beyond the last batch when killed at 20 random points', async () => {
     const dataDir = tmpdir('loop-data');
     const root = tmpdir('loop-root');
