@@ -34,6 +34,8 @@ class NodePtyProcess implements PtyProcess {
   private readonly exitEmitter = new Emitter<PtyExit>();
   readonly onData = this.dataEmitter.event;
   readonly onExit = this.exitEmitter.event;
+  private readonly exitingEmitter = new Emitter<void>();
+  readonly onExiting = this.exitingEmitter.event;
   private slaveFd: number | null = null;
   private exited = false;
   private disposed = false;
@@ -73,6 +75,8 @@ class NodePtyProcess implements PtyProcess {
       // node-pty's socket is closed by now: whatever it did not read, the thread reads.
       this.exited = true;
       this.writer?.close();
+      // The terminal is still ours: whoever acts on the exit with it (the session's leftover sweep) starts now.
+      this.exitingEmitter.fire();
       this.releaseSlave();
       // node-pty reports a signalled program as exitCode 0 with the signal: there was no exit status.
       const exit = signal ? { exitCode: null, signal } : { exitCode, signal: null };
@@ -192,6 +196,7 @@ class NodePtyProcess implements PtyProcess {
     }
     this.dataEmitter.dispose();
     this.exitEmitter.dispose();
+    this.exitingEmitter.dispose();
   }
 }
 

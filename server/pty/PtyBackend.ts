@@ -30,6 +30,11 @@ export interface PtyProcess extends IDisposable {
   readonly onData: Event<Buffer>;
   readonly onExit: Event<PtyExit>;
   /**
+   * The program is gone, its output not yet drained: the last moment
+   * `ttyPath` is still held (onExit comes after the drain, once it is not).
+   */
+  readonly onExiting: Event<void>;
+  /**
    * Input for the program. False, writing nothing, when the program has left
    * too much earlier input unread (MAX_PENDING_INPUT_BYTES in writer.ts).
    */

@@ -192,6 +192,7 @@ export class Session extends Disposable implements MonitoredSession {
     this.endPromise = null;
     this.keepAlive();
     this.register(pty.onData((chunk) => this.onOutput(chunk)));
+    this.register(pty.onExiting(() => this.onExiting(pty)));
     this.register(pty.onExit((exit) => this.onExit(pty, exit)));
     this.chat.restart();
     this.revivedAtMono = opts.revive ? clock.monotonic() : null;
@@ -369,6 +370,18 @@ export class Session extends Disposable implements MonitoredSession {
     this.logger.info({ state: this.record.state, reason: this.record.endReason, signalled: report.pids.length, escalatedTo: report.escalatedTo }, 'session ended');
   }
 
+  /**
+   * The agent exited by itself: whatever it left behind ends with it —
+   * background jobs, setsid children by their tag, and those that also
+   * dropped the tag but still hold its terminal. Started here, while the pty
+   * still holds the terminal (its number is this session's); the kill holds
+   * it itself from here to its last pass. (A close runs its own kill.)
+   */
+  private onExiting(pty: PtyProcess): void {
+    if (pty !== this.pty || this.ending) return;
+    void killSessionProcesses({ rootPid: null, tag: this.record.tag ?? '', tty: pty.ttyPath });
+  }
+
   private onExit(pty: PtyProcess, exit: PtyExit): void {
     if (pty !== this.pty) return;
     if (this.ending) {
@@ -379,10 +392,6 @@ export class Session extends Disposable implements MonitoredSession {
         reason = `revive failed: ${this.lastOutputLine() || reason}`;
       }
       this.setEnded('exited', reason, exit.exitCode, exit.signal);
-      // Whatever it left behind (background jobs, setsid children) ends with it. By tag only, not by
-      // terminal: by the time the exit is reported the pty has let go of it (node-pty closed the master,
-      // the slave fd was released for the drain), so its number may already be another terminal's.
-      void killSessionProcesses({ rootPid: null, tag: this.record.tag ?? '', tty: null });
     }
     for (const w of this.exitWaiters.splice(0)) w();
   }

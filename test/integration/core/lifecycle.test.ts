@@ -213,4 +213,26 @@ describe('session lifecycle', () => {
       endLeftovers(found);
     }
   });
+
+  it('an agent that exits by itself takes along what it left, also processes that left the tree and dropped the tag', async () => {
+    const found = new Map<string, number[]>();
+    try {
+      const s = await d.create({ agent: 'shell' });
+      const ws = d.socket(`/api/sessions/${s.id}/ws`);
+      await ws.nextJson((f) => f.type === 'snapshot');
+      ws.sendBytes('sleep 7010 & setsid env -i /bin/sleep 7011 & echo spawned-$((6*7))\r');
+      await ws.waitOutput('spawned-42');
+      for (const command of ['sleep 7010', '/bin/sleep 7011']) {
+        found.set(command, await waitFor(() => (pidsRunning(command).length === 1 ? pidsRunning(command) : null), 5000, command));
+      }
+      const [escapee] = found.get('/bin/sleep 7011')!;
+      expect(taggedPids(d.app.pool.get(s.id).record.tag!)).not.toContain(escapee);
+      ws.sendBytes('exit 0\r');
+      expect(await ws.nextJson((f) => f.type === 'exit')).toMatchObject({ exitCode: 0 });
+      for (const [command, [pid]] of found) await waitFor(() => gone(pid), 6_000, `${command} to end with the agent`);
+      ws.close();
+    } finally {
+      endLeftovers(found);
+    }
+  });
 });
