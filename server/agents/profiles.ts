@@ -1,6 +1,7 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { errors } from '../common/errors';
+import { enableLinearFallback } from '../config/regexSafety';
 import { AgentProfileInput } from '../config/schema';
 
 /** Which built-in knowledge a profile carries (hooks, resume, turn detection). */
@@ -60,6 +61,7 @@ const BUILT_INS: Record<string, AgentProfile> = {
 
 function compilePattern(name: string, pattern: string | undefined): RegExp | undefined {
   if (pattern === undefined) return undefined;
+  enableLinearFallback();
   try {
     return new RegExp(pattern, 'm');
   } catch (err) {

@@ -1,3 +1,21 @@
+import { setFlagsFromString } from 'node:v8';
+
+let linearFallback = false;
+
+/**
+ * From now on, a regular expression that backtracks too much (V8's default
+ * threshold: 50 000 backtracks) is run again by V8's linear-time engine, where
+ * the pattern allows it (no backreferences or lookbehinds). Polynomial
+ * patterns the star-height check lets through, like `.*.*.*x$`, then take
+ * ~20 ms on a 512-character line instead of ~13 s. Process-wide and
+ * idempotent; called before a profile's pattern is compiled.
+ */
+export function enableLinearFallback(): void {
+  if (linearFallback) return;
+  setFlagsFromString('--enable-experimental-regexp-engine-on-excessive-backtracks');
+  linearFallback = true;
+}
+
 /**
  * A conservative test for regular expressions that can backtrack
  * exponentially (star height >= 2, as safe-regex checks): used on configured

@@ -1,5 +1,7 @@
 import { nestedQuantifier } from '../../../server/config/regexSafety';
 import { TurnTracker } from '../../../server/sessions/TurnTracker';
+import { AgentRegistry } from '../../../server/agents/profiles';
+import { PROMPT_TEST_MAX_CHARS } from '../../../server/sessions/text';
 
 describe('promptPattern star-height check', () => {
   it.each([
@@ -42,6 +44,16 @@ describe('promptPattern star-height check', () => {
   ])('refuses %s, naming %s', (pattern, fragment) => {
     expect(() => new RegExp(pattern, 'm')).not.toThrow();
     expect(nestedQuantifier(pattern)).toBe(fragment);
+  });
+});
+
+describe('a promptPattern that backtracks polynomially', () => {
+  it('is run by the linear-time engine once it backtracks too much (~13 s on a 512-character line before)', () => {
+    const profile = new AgentRegistry({ slow: { command: 'bash', promptPattern: '.*.*.*x$' } }).get('slow');
+    const t0 = process.hrtime.bigint();
+    expect(profile.promptPattern!.test('a'.repeat(PROMPT_TEST_MAX_CHARS))).toBe(false);
+    expect(profile.promptPattern!.test('a'.repeat(PROMPT_TEST_MAX_CHARS - 1) + 'x')).toBe(true);
+    expect(Number(process.hrtime.bigint() - t0) / 1e6).toBeLessThan(2_000);
   });
 });
 
