@@ -36,5 +36,5 @@ export function dropNpmScriptEnv(): void {
   const clean = withoutNpmScriptEnv(process.env);
   if (clean === process.env) return;
   for (const key of Object.keys(process.env)) if (!(key in clean)) delete process.env[key];
-  process.env.PATH = clean.PATH;
+  if (clean.PATH !== undefined) process.env.PATH = clean.PATH;
 }

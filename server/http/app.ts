@@ -131,7 +131,7 @@ export function createApp(config: Config, deps: AppDeps): App {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
     if (err.code === 'HPE_HEADER_OVERFLOW') refuse(socket, 431, 'invalid_request', 'request headers are too large');
-    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') refuse(socket, 408, 'invalid_request', `the request did not arrive within ${headersTimeout / 1000} s`);
+    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') refuse(socket, 408, 'invalid_request', `the request did not arrive in time (its headers within ${headersTimeout / 1000} s)`);
     else refuse(socket, 400, 'invalid_request', 'malformed HTTP request');
   });
   cap.attach(server);

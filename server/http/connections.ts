@@ -55,7 +55,9 @@ export class ConnectionCap {
     }
     this.over.add(socket);
     this.refused++;
-    socket.setTimeout(OVER_CAP_GRACE_MS, () => socket.destroy());
+    // A fixed deadline, not an idle timeout: a client trickling bytes must not keep it open.
+    const deadline = setTimeout(() => socket.destroy(), OVER_CAP_GRACE_MS);
+    socket.once('close', () => clearTimeout(deadline));
     if (!this.refusing) {
       this.refusing = true;
       this.logger.warn({ maxConnections: this.max }, 'connection limit reached: new connections are answered 503 until some close');

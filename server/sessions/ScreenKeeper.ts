@@ -39,6 +39,10 @@ export class ScreenKeeper implements IDisposable {
   private snapshotTimer: NodeJS.Timeout | null = null;
   /** A store under way. */
   private inFlight: Promise<void> | null = null;
+  /** Reads of the model (snapshots, text) not answered yet: it is not closed under them. */
+  private readers = 0;
+  /** release() was asked while reads were under way: the last one closes the model. */
+  private releaseWanted = false;
   /** Stream offset up to which bytes went to the model (or were skipped, leaving it stale). */
   private fedTo = 0;
   private lastOutput = 0;
@@ -85,13 +89,22 @@ export class ScreenKeeper implements IDisposable {
   snapshot(): Promise<Snapshot> {
     this.ensureOpen();
     this.freshen();
-    return this.deps.screen.snapshot(this.id);
+    return this.reading(this.deps.screen.snapshot(this.id));
   }
 
   /** The visible screen as text lines; null if no model is open. */
   text(): Promise<string[] | null> {
     if (this.deps.screen.has(this.id)) this.freshen();
-    return this.deps.screen.text(this.id);
+    return this.reading(this.deps.screen.text(this.id));
+  }
+
+  /** Counts a read of the model until it is answered (the worker serializes after a round trip: a close in between empties it). */
+  private reading<T>(answer: Promise<T>): Promise<T> {
+    this.readers++;
+    return answer.finally(() => {
+      this.readers--;
+      if (this.readers === 0 && this.releaseWanted) this.close();
+    });
   }
 
   /** Hands the bytes the model has not seen to it, or skips them (a flood): then the model is stale. */
@@ -168,8 +181,17 @@ export class ScreenKeeper implements IDisposable {
     if (stillEnded()) this.release();
   }
 
-  /** Lets go of the model, if open: the next reader reopens it from the stored screen and the bytes after it. */
+  /**
+   * Lets go of the model, if open, once no read of it is under way: the next
+   * reader reopens it from the stored screen and the bytes after it.
+   */
   release(): void {
+    if (this.readers > 0) this.releaseWanted = true;
+    else this.close();
+  }
+
+  private close(): void {
+    this.releaseWanted = false;
     if (this.snapshotTimer) clearTimeout(this.snapshotTimer);
     this.snapshotTimer = null;
     if (this.deps.screen.has(this.id)) this.deps.screen.close(this.id);
@@ -181,7 +203,7 @@ export class ScreenKeeper implements IDisposable {
       await this.deps.screen.inTurn(async () => {
         if (!this.deps.screen.has(this.id)) return; // closed while waiting
         this.freshen();
-        const snap = await this.deps.screen.snapshot(this.id);
+        const snap = await this.reading(this.deps.screen.snapshot(this.id));
         this.deps.store.putSnapshot({ sessionId: this.id, offset: snap.offset, cols: snap.cols, rows: snap.rows, data: snap.data, createdAt: this.deps.clock.now() });
       });
     } catch (err) {
@@ -191,6 +213,6 @@ export class ScreenKeeper implements IDisposable {
   }
 
   dispose(): void {
-    this.release();
+    this.close();
   }
 }

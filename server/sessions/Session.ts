@@ -443,9 +443,9 @@ export class Session extends Disposable implements MonitoredSession {
 
   /**
    * For a session loaded from the store that was live when the previous daemon
-   * died: its agent is gone (or is ended now); it waits to be revived.
+   * died: its agent is gone (or is ended now); it waits to be revived. Resumes
+   * past the stored end are not trusted (ClientStream.noteCrashAt).
    */
-  /** The previous daemon crashed while this session ran (restore): ended, and resumes past the stored end are not trusted. */
   markStoppedWithDaemon(): void {
     this.stream.noteCrashAt(this.log.end);
     const rec = this.record;

@@ -109,7 +109,19 @@ describe('session lifecycle', () => {
     const late = d.socket(`/api/sessions/${s.id}/ws`);
     const snap = await late.nextJson((f) => f.type === 'snapshot');
     expect(snap.data).toContain('row 200');
-    expect(d.app.screen.has(s.id)).toBe(false);
+    await waitFor(() => !d.app.screen.has(s.id), 2_000, 'the model let go again');
+    // Several at once, and some a moment apart: none is answered from a model closed under it.
+    for (let round = 0; round < 6; round++) {
+      const viewers = [];
+      for (let i = 0; i < 4; i++) {
+        viewers.push(d.socket(`/api/sessions/${s.id}/ws`));
+        if (round % 2) await new Promise((r) => setTimeout(r, i));
+      }
+      const snaps = await Promise.all(viewers.map((v) => v.nextJson((f) => f.type === 'snapshot')));
+      expect(snaps.map((x) => x.data.includes('row 200'))).toEqual([true, true, true, true]);
+      for (const v of viewers) v.close();
+    }
+    await waitFor(() => !d.app.screen.has(s.id), 2_000, 'the model let go after them all');
   });
 
   it('reports an agent that exits by itself as exited, with its code, to every client', async () => {
