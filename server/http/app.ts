@@ -119,10 +119,7 @@ export function createApp(config: Config, deps: AppDeps): App {
   const headersTimeout = deps.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
   const serverOptions = { headersTimeout, connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_MS, headersTimeout) };
   const server = createServer(serverOptions, (req, res) => {
-    if (cap.isOver(req)) {
-      const { retryAfterSeconds, message } = cap.refusal;
-      return answerAndClose(res, 503, 'unavailable', message, { 'Retry-After': String(retryAfterSeconds) });
-    }
+    if (cap.isOver(req)) return answerAndClose(res, 503, 'unavailable', cap.refusal.message, cap.refusal.headers);
     // A target no URL can be made of never reaches express (it would answer with its own HTML page).
     if (!parseTarget(req.url)) return answerAndClose(res, 400, 'invalid_request', 'malformed request target');
     rest(req, res);
@@ -142,9 +139,8 @@ export function createApp(config: Config, deps: AppDeps): App {
   };
   const routeUpgrade = upgradeRouter({ wss, pool, chat, logger, plain: rest, checks: { ownNames, allowedOrigins, token: deps.token } });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (!cap.isOver(req)) return routeUpgrade(req, socket, head);
-    const { retryAfterSeconds, message } = cap.refusal;
-    refuse(socket, 503, 'unavailable', message, { 'Retry-After': retryAfterSeconds });
+    if (cap.isOver(req)) refuse(socket, 503, 'unavailable', cap.refusal.message, cap.refusal.headers);
+    else routeUpgrade(req, socket, head);
   });
 
   let disposed = false;

@@ -43,8 +43,9 @@ export class ConnectionCap {
     return this.over.has(req.socket);
   }
 
-  get refusal(): { retryAfterSeconds: number; message: string } {
-    return { retryAfterSeconds: OVER_CAP_RETRY_AFTER_S, message: `the daemon has ${this.max} connections open (MAX_CONNECTIONS); try again later` };
+  /** What a request or upgrade past the cap is answered: `503 unavailable`, with these words and headers. */
+  get refusal(): { message: string; headers: Record<string, string> } {
+    return { message: `the daemon has ${this.max} connections open (MAX_CONNECTIONS); try again later`, headers: { 'Retry-After': String(OVER_CAP_RETRY_AFTER_S) } };
   }
 
   private onConnection(socket: Socket): void {
