@@ -14,7 +14,10 @@
  * (createApp with the real SQLite store, lib.ts), raw node-pty (`core.js raw`)
  * and, as a second reference, the minimal PTY -> WebSocket relay (`core.js
  * relay`, the research's "ours, binary frames"), which tells what agentd
- * costs beyond any server of this shape. The systems alternate round by round
+ * costs beyond any server of this shape, and, when a C compiler is there, a
+ * native relay (bench/native-relay.c: one epoll loop in C, ttyd's kind of
+ * server, which cannot be built here), which tells what the second process
+ * and the socket cost without Node. The systems alternate round by round
  * (rotated: A B C, B C A, C A B, ...) after a warm-up round; each figure is
  * the median over rounds with [min..max], ratios are taken round by round.
  *
@@ -26,7 +29,8 @@
  *   AGENTD_BENCH_SIZES=50 ...       (throughput sizes in MiB)
  *   AGENTD_BENCH_DAEMON_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" ...   (node flags for agentd's process)
  */
-import { existsSync, renameSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { IPty } from 'node-pty';
@@ -335,6 +339,59 @@ class RelayClient implements OutputStream {
   }
 }
 
+// ── the native relay (bench/native-relay.c, one process per program) ────
+
+/** Builds bench/native-relay.c into os.tmpdir(); null, saying why, where it cannot be built. */
+function buildNativeRelay(): string | null {
+  const source = join(__dirname, '..', '..', 'bench', 'native-relay.c');
+  const binary = join(os.tmpdir(), 'agentd-bench-native-relay');
+  try {
+    execFileSync(process.env.CC ?? 'cc', ['-O2', '-o', binary, source, '-lutil'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return binary;
+  } catch (err) {
+    log(`core: the native relay is not measured: ${source} did not build (${String((err as { stderr?: Buffer }).stderr ?? err).trim().split('\n')[0]})`);
+    return null;
+  }
+}
+
+/** One native relay process per program; its pid and port. */
+interface NativeRelay {
+  pid: number;
+  port: number;
+  stop(): void;
+}
+
+async function startNativeRelay(binary: string, program: { command: string; args: string[] }): Promise<NativeRelay> {
+  const proc = spawn(binary, [program.command, ...program.args], { stdio: ['ignore', 'pipe', 'inherit'], cwd: os.tmpdir() });
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.once('error', reject);
+    proc.once('exit', (code) => reject(new Error(`native relay exited (code ${code})`)));
+    proc.stdout.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));
+  });
+  return { pid: proc.pid!, port, stop: () => proc.kill('SIGKILL') };
+}
+
+/** CPU time of a process (every thread), ms, from /proc. */
+function processCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+}
+const CLOCK_TICKS = 100;
+
+function nativeRelayTarget(relays: Record<string, NativeRelay>): SocketTarget {
+  let current: NativeRelay | null = null;
+  return {
+    async open(program) {
+      current = relays[program];
+      return new RelayClient(await openSocket(`ws://127.0.0.1:${current.port}/`));
+    },
+    cpuMs: async () => (current ? processCpuMs(current.pid) : 0),
+    async finish(stream) {
+      stream.close();
+    },
+  };
+}
+
 // ── the socket paths (this process is the client) ───────────────────────
 
 /** What the measurements need of a client socket: TermClient (agentd) and RelayClient fit. */
@@ -378,16 +435,20 @@ function agentdTarget(d: DaemonHandle): SocketTarget {
   };
 }
 
+async function openSocket(url: string): Promise<WebSocket> {
+  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  return ws;
+}
+
 function relayTarget(relay: Child, port: number, programs: Record<string, { command: string; args: string[] }>): SocketTarget {
   return {
     async open(program) {
       const q = encodeURIComponent(JSON.stringify(programs[program]));
-      const ws = new WebSocket(`ws://127.0.0.1:${port}/?program=${q}`, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
-      await new Promise<void>((resolve, reject) => {
-        ws.once('open', () => resolve());
-        ws.once('error', reject);
-      });
-      return new RelayClient(ws);
+      return new RelayClient(await openSocket(`ws://127.0.0.1:${port}/?program=${q}`));
     },
     cpuMs: async () => {
       const u = await relay.request<NodeJS.CpuUsage>('cpu');
@@ -452,50 +513,68 @@ async function socketEcho(t: SocketTarget, warmup: number, keys: number): Promis
 
 // ── figures ─────────────────────────────────────────────────────────────
 
-type System = 'agentd' | 'relay' | 'raw';
-const SYSTEMS: System[] = ['raw', 'relay', 'agentd'];
-
-/** Round r runs the systems rotated by r: raw relay agentd, relay agentd raw, agentd raw relay, ... */
-function orderOf(n: number): System[] {
-  return SYSTEMS.map((_, i) => SYSTEMS[(i + n) % SYSTEMS.length]);
-}
+type System = 'agentd' | 'relay' | 'native' | 'raw';
+/** A figure per system; `native` only where the native relay was built. */
+type PerSystem<T> = Record<Exclude<System, 'native'>, T> & { native?: T };
 
 interface Systems {
   agentd: SocketTarget;
   relay: SocketTarget;
+  native?: SocketTarget;
   raw: Child;
+}
+
+/** The systems measured, in the order of the first round. */
+const systemsOf = (sys: Systems): System[] => (sys.native ? ['raw', 'relay', 'native', 'agentd'] : ['raw', 'relay', 'agentd']);
+
+/** Round r runs the systems rotated by r: raw relay agentd, relay agentd raw, agentd raw relay, ... */
+function orderOf(systems: System[], n: number): System[] {
+  return systems.map((_, i) => systems[(i + n) % systems.length]);
+}
+
+function bySystem<T>(systems: System[], f: (s: System) => T): PerSystem<T> {
+  const out: Partial<Record<System, T>> = {};
+  for (const s of systems) out[s] = f(s);
+  return out as PerSystem<T>;
+}
+
+/** a / b round by round, or undefined where `a` was not measured. */
+function ratioOf(a: number[], b: number[]): Spread | undefined {
+  return a.length ? spread(pairwise(a, b), 2) : undefined;
 }
 
 interface ThroughputFigure {
   sizeMiB: number;
   rounds: number;
-  mbps: Record<System, Spread>;
-  seconds: Record<System, Spread>;
-  /** CPU of the serving process per MB: agentd (every thread), the relay, the raw reader. */
-  cpuMsPerMB: Record<System, Spread>;
+  mbps: PerSystem<Spread>;
+  seconds: PerSystem<Spread>;
+  /** CPU of the serving process per MB: agentd (every thread), the relays, the raw reader. */
+  cpuMsPerMB: PerSystem<Spread>;
   /** agentd / raw node-pty, taken round by round: the goal. */
   ratio: Spread;
   /** agentd / minimal relay, round by round: what agentd itself costs. */
   ratioToRelay: Spread;
   /** relay / raw, round by round: what the second process and the socket cost. */
   relayRatio: Spread;
+  /** native relay / raw, round by round: the same without Node. */
+  nativeRatio?: Spread;
   /** Bytes short of the expected count, worst round (raw: node-pty's exit tail, node-pty #72). */
-  shortBytes: Record<System, number>;
+  shortBytes: PerSystem<number>;
   /** Snapshots agentd sent mid-stream because the client lagged. */
   resyncs: number;
 }
 
-const bySystem = <T>(f: (s: System) => T): Record<System, T> => ({ agentd: f('agentd'), relay: f('relay'), raw: f('raw') });
 const pairwise = (a: number[], b: number[]) => a.map((x, i) => x / b[i]);
 
 async function measureThroughput(sys: Systems, sizeMiB: number, file: string): Promise<ThroughputFigure> {
   const expected = 2 + ttyBytesOf(file); // the echoed newline, then the file with \n -> \r\n
   const program = `cat${sizeMiB}`;
-  const runs: Record<System, ThroughputRun[]> = { agentd: [], relay: [], raw: [] };
+  const systems = systemsOf(sys);
+  const runs: Record<System, ThroughputRun[]> = { agentd: [], relay: [], native: [], raw: [] };
   for (let n = 0; n < WARMUP_ROUNDS + THROUGHPUT_ROUNDS; n++) {
     const measured = n >= WARMUP_ROUNDS;
-    for (const which of orderOf(n)) {
-      const run = which === 'raw' ? await sys.raw.request<ThroughputRun>('throughput', { file, expected }) : await socketThroughput(sys[which], program, expected);
+    for (const which of orderOf(systems, n)) {
+      const run = which === 'raw' ? await sys.raw.request<ThroughputRun>('throughput', { file, expected }) : await socketThroughput(sys[which]!, program, expected);
       if (measured) runs[which].push(run);
       log(`  throughput ${sizeMiB} MiB ${measured ? `round ${n - WARMUP_ROUNDS + 1}` : 'warm-up'} ${which}: ${round2(run.mbps)} MB/s in ${round2(run.ms / 1000)} s, ${round(run.cpuMsPerMB, 1)} ms CPU/MB${run.bytes < expected ? ` (${expected - run.bytes} bytes short)` : ''}`);
     }
@@ -504,13 +583,14 @@ async function measureThroughput(sys: Systems, sizeMiB: number, file: string): P
   return {
     sizeMiB,
     rounds: THROUGHPUT_ROUNDS,
-    mbps: bySystem((s) => spread(mbps(s), 1)),
-    seconds: bySystem((s) => spread(runs[s].map((r) => r.ms / 1000), 2)),
-    cpuMsPerMB: bySystem((s) => spread(runs[s].map((r) => r.cpuMsPerMB), 1)),
+    mbps: bySystem(systems, (s) => spread(mbps(s), 1)),
+    seconds: bySystem(systems, (s) => spread(runs[s].map((r) => r.ms / 1000), 2)),
+    cpuMsPerMB: bySystem(systems, (s) => spread(runs[s].map((r) => r.cpuMsPerMB), 1)),
     ratio: spread(pairwise(mbps('agentd'), mbps('raw')), 2),
     ratioToRelay: spread(pairwise(mbps('agentd'), mbps('relay')), 2),
     relayRatio: spread(pairwise(mbps('relay'), mbps('raw')), 2),
-    shortBytes: bySystem((s) => Math.max(0, ...runs[s].map((r) => expected - r.bytes))),
+    nativeRatio: ratioOf(mbps('native'), mbps('raw')),
+    shortBytes: bySystem(systems, (s) => Math.max(0, ...runs[s].map((r) => expected - r.bytes))),
     resyncs: runs.agentd.reduce((n, r) => n + (r.resyncs ?? 0), 0),
   };
 }
@@ -527,7 +607,7 @@ interface EchoFigure {
   keystrokes: number;
   warmupKeystrokes: number;
   /** Median over rounds of each round's percentile, microseconds; raw = node-pty in-process, the floor. */
-  us: Record<System, Percentiles>;
+  us: PerSystem<Percentiles>;
   /** agentd / floor, round by round. */
   p50Ratio: Spread;
   p99Ratio: Spread;
@@ -535,6 +615,8 @@ interface EchoFigure {
   p50RatioToRelay: Spread;
   /** relay / floor, round by round. */
   relayP50Ratio: Spread;
+  /** native relay / floor, round by round: the same without Node. */
+  nativeP50Ratio?: Spread;
 }
 
 function percentiles(rounds: number[][]): Percentiles {
@@ -547,12 +629,13 @@ function percentiles(rounds: number[][]): Percentiles {
 }
 
 async function measureEcho(sys: Systems): Promise<EchoFigure> {
-  const rounds: Record<System, number[][]> = { agentd: [], relay: [], raw: [] };
+  const systems = systemsOf(sys);
+  const rounds: Record<System, number[][]> = { agentd: [], relay: [], native: [], raw: [] };
   for (let n = 0; n < WARMUP_ROUNDS + ECHO_ROUNDS; n++) {
     const measured = n >= WARMUP_ROUNDS;
-    for (const which of orderOf(n)) {
+    for (const which of orderOf(systems, n)) {
       const samples =
-        which === 'raw' ? await sys.raw.request<number[]>('echo', { warmup: ECHO_WARMUP_KEYS, keys: ECHO_KEYS }) : await socketEcho(sys[which], ECHO_WARMUP_KEYS, ECHO_KEYS);
+        which === 'raw' ? await sys.raw.request<number[]>('echo', { warmup: ECHO_WARMUP_KEYS, keys: ECHO_KEYS }) : await socketEcho(sys[which]!, ECHO_WARMUP_KEYS, ECHO_KEYS);
       if (measured) rounds[which].push(samples);
       log(`  echo ${measured ? `round ${n - WARMUP_ROUNDS + 1}` : 'warm-up'} ${which}: p50 ${Math.round(percentile(samples, 50))} us, p99 ${Math.round(percentile(samples, 99))} us`);
     }
@@ -562,11 +645,12 @@ async function measureEcho(sys: Systems): Promise<EchoFigure> {
     rounds: ECHO_ROUNDS,
     keystrokes: ECHO_KEYS,
     warmupKeystrokes: ECHO_WARMUP_KEYS,
-    us: bySystem((s) => percentiles(rounds[s])),
+    us: bySystem(systems, (s) => percentiles(rounds[s])),
     p50Ratio: spread(pairwise(pct('agentd', 50), pct('raw', 50)), 2),
     p99Ratio: spread(pairwise(pct('agentd', 99), pct('raw', 99)), 2),
     p50RatioToRelay: spread(pairwise(pct('agentd', 50), pct('relay', 50)), 2),
     relayP50Ratio: spread(pairwise(pct('relay', 50), pct('raw', 50)), 2),
+    nativeP50Ratio: ratioOf(pct('native', 50), pct('raw', 50)),
   };
 }
 
@@ -722,9 +806,16 @@ export async function run(opts: { only?: string[]; quiet?: boolean } = {}): Prom
     const d = await startDaemon({ agents: programs, store, execArgv: process.env.AGENTD_BENCH_DAEMON_ARGS?.split(' ').filter(Boolean) });
     const { child: raw } = await Child.start(join(__dirname, 'core.js'), ['raw'], { name: 'raw node-pty' });
     const { child: relay, ready } = await Child.start<{ port: number }>(join(__dirname, 'core.js'), ['relay'], { name: 'minimal relay' });
+    const nativeBinary = buildNativeRelay();
+    const natives: Record<string, NativeRelay> = {};
     const sys: Systems = { agentd: agentdTarget(d), relay: relayTarget(relay, ready.port, programs), raw };
-    log(`core: agentd pid ${d.pid} (${store} store), minimal relay pid ${relay.pid}, raw node-pty pid ${raw.pid}, client pid ${process.pid}`);
     try {
+      if (nativeBinary) {
+        for (const [name, program] of Object.entries(programs)) natives[name] = await startNativeRelay(nativeBinary, program);
+        sys.native = nativeRelayTarget(natives);
+      }
+      const nativePids = Object.values(natives).map((n) => n.pid);
+      log(`core: agentd pid ${d.pid} (${store} store), minimal relay pid ${relay.pid}, ${nativePids.length ? `native relay pids ${nativePids.join(' ')}, ` : ''}raw node-pty pid ${raw.pid}, client pid ${process.pid}`);
       if (only.includes('throughput')) {
         const figures: ThroughputFigure[] = [];
         for (const [size, file] of files) figures.push(await measureThroughput(sys, size, file));
@@ -770,6 +861,16 @@ export async function run(opts: { only?: string[]; quiet?: boolean } = {}): Prom
           goal: '-',
           met: null,
         });
+        if (f.mbps.native && f.nativeRatio) {
+          notes.push({
+            figure: `throughput ${f.sizeMiB} MiB, native relay (C)`,
+            value: `${f.mbps.native.median} MB/s`,
+            reference: `CPU/MB ms: ${f.cpuMsPerMB.native?.median}`,
+            ratio: `native/raw ${fmt(f.nativeRatio)}`,
+            goal: '-',
+            met: null,
+          });
+        }
       }
       const e = result.echo as EchoFigure | undefined;
       if (e) {
@@ -781,8 +882,19 @@ export async function run(opts: { only?: string[]; quiet?: boolean } = {}): Prom
           goal: '-',
           met: null,
         });
+        if (e.us.native && e.nativeP50Ratio) {
+          notes.push({
+            figure: 'echo p50, native relay (C), us',
+            value: fmt(e.us.native.p50),
+            reference: `p99 ${e.us.native.p99.median}`,
+            ratio: `native/floor ${fmt(e.nativeP50Ratio)}`,
+            goal: '-',
+            met: null,
+          });
+        }
       }
     } finally {
+      for (const n of Object.values(natives)) n.stop();
       await relay.stop();
       await raw.stop();
       await d.stop();
