@@ -1,0 +1,66 @@
+/*
+ * Experiment (not part of agentd): a Node addon that takes a PTY's output off
+ * the JavaScript path. A uv_poll on the PTY's master, on the event loop's own
+ * thread, reads a chunk and writes it to the client's socket as one binary
+ * WebSocket frame (writev), and only then calls a JS callback with the bytes
+ * (where agentd would do its bookkeeping), if one was given. Used by
+ * lean-relay.js (MODE=native, MODE=native-nocb) to measure what a native
+ * output path would save a keystroke's echo. No partial-write handling: for
+ * one-byte echoes on an idle socket only.
+ *
+ *   gcc -O2 -shared -fPIC -I/usr/include/node -o /tmp/native-out.node bench/experiments/native-out.c
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <node_api.h>
+#include <uv.h>
+
+typedef struct { uv_poll_t poll; int pty, sock; napi_env env; napi_ref cb; napi_async_context ctx; } fast_t;
+
+static void on_readable(uv_poll_t *h, int status, int events) {
+  fast_t *f = (fast_t *)h->data;
+  static unsigned char out[65535];
+  ssize_t r = read(f->pty, out, sizeof out);
+  if (r <= 0) { if (r < 0 && errno == EAGAIN) return; uv_poll_stop(h); return; }
+  unsigned char hdr[4] = {0x82, 0, 0, 0}; size_t hl = 2;
+  if (r < 126) hdr[1] = (unsigned char)r; else hdr[1] = 126, hdr[2] = (unsigned char)(r >> 8), hdr[3] = (unsigned char)r, hl = 4;
+  struct iovec iov[2] = {{hdr, hl}, {out, (size_t)r}};
+  ssize_t w = writev(f->sock, iov, 2);
+  (void)w;
+  if (f->cb) {
+    napi_handle_scope scope; napi_open_handle_scope(f->env, &scope);
+    napi_value cb, buf, global, result; void *data;
+    napi_get_reference_value(f->env, f->cb, &cb);
+    napi_create_buffer_copy(f->env, (size_t)r, out, &data, &buf);
+    napi_get_global(f->env, &global);
+    napi_make_callback(f->env, f->ctx, global, cb, 1, &buf, &result);
+    napi_close_handle_scope(f->env, scope);
+  }
+}
+
+static napi_value Start(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value argv[3]; int32_t pty, sock;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  napi_get_value_int32(env, argv[0], &pty); napi_get_value_int32(env, argv[1], &sock);
+  fast_t *f = calloc(1, sizeof *f); f->pty = pty; f->sock = sock; f->env = env;
+  napi_valuetype t; napi_typeof(env, argv[2], &t);
+  if (t == napi_function) {
+    napi_create_reference(env, argv[2], 1, &f->cb);
+    napi_value name; napi_create_string_utf8(env, "fast", NAPI_AUTO_LENGTH, &name);
+    napi_async_init(env, NULL, name, &f->ctx);
+  }
+  uv_loop_t *loop; napi_get_uv_event_loop(env, &loop);
+  uv_poll_init(loop, &f->poll, pty); f->poll.data = f;
+  uv_poll_start(&f->poll, UV_READABLE, on_readable);
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn; napi_create_function(env, "start", NAPI_AUTO_LENGTH, Start, NULL, &fn);
+  napi_set_named_property(env, exports, "start", fn);
+  return exports;
+}
