@@ -48,6 +48,7 @@ async function viaSocket(port) {
   start('lean js, direct', 'node', [lean, ...ARGS], { MODE: 'js', WRITE: 'direct' });
   start('lean js, pool', 'node', [lean, ...ARGS], { MODE: 'js', WRITE: 'pool' });
   if (fs.existsSync(NATIVE_OUT)) start('lean native out', 'node', [lean, ...ARGS], { MODE: 'native', WRITE: 'direct', NATIVE_OUT });
+  if (fs.existsSync(NATIVE_OUT)) start('lean native read', 'node', [lean, ...ARGS], { MODE: 'native-read', WRITE: 'direct', NATIVE_OUT });
   const systems = {
     floor: async () => {
       const p = pty.spawn(ARGS[0], ARGS.slice(1), { cols: 120, rows: 40, encoding: null });

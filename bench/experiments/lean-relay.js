@@ -1,6 +1,7 @@
-// Usage: [MODE=js|native|native-nocb] [WRITE=direct|pool] node bench/experiments/lean-relay.js <program> [args...]
+// Usage: [MODE=js|native|native-nocb|native-read] [WRITE=direct|pool] node bench/experiments/lean-relay.js <program> [args...]
 // A PTY -> WebSocket relay as lean as Node allows, printing {"port":N}: output in binary frames (MODE=js: node-pty's
-// stream and ws.send; native: native-out.c writes the frame, then JS gets the bytes; native-nocb: JS never sees them),
+// stream and ws.send; native: native-out.c writes the frame, then JS gets the bytes; native-nocb: JS never sees them; native-read:
+// native-out.c only reads, JS sends with ws.send),
 // input written to the master directly (WRITE=direct, what agentd does) or through node-pty's thread pool (pool,
 // what bench/core.ts's minimal relay does). For echo-servers.js; one connection at a time, no flow control.
 const { WebSocketServer } = require('ws');
@@ -19,7 +20,8 @@ wss.on('connection', (ws) => {
   if (!native) p.onData((d) => ws.send(d, { binary: true }));
   else {
     p._socket.pause();
-    native.start(p._fd, ws._socket._handle.fd, MODE === 'native' ? (b) => (seen += b.length) : undefined);
+    if (MODE === 'native-read') native.start(p._fd, -1, (b) => ws.send(b, { binary: true }));
+    else native.start(p._fd, ws._socket._handle.fd, MODE === 'native' ? (b) => (seen += b.length) : undefined);
   }
   ws.on('message', (d) => (WRITE === 'direct' ? fs.writeSync(p._fd, d) : p.write(d)));
   ws.on('close', () => p.kill('SIGKILL'));

@@ -3,9 +3,10 @@
  * the JavaScript path. A uv_poll on the PTY's master, on the event loop's own
  * thread, reads a chunk and writes it to the client's socket as one binary
  * WebSocket frame (writev), and only then calls a JS callback with the bytes
- * (where agentd would do its bookkeeping), if one was given. Used by
- * lean-relay.js (MODE=native, MODE=native-nocb) to measure what a native
- * output path would save a keystroke's echo. No partial-write handling: for
+ * (where agentd would do its bookkeeping), if one was given. With a socket of
+ * -1 it only reads, and the callback sends. Used by lean-relay.js
+ * (MODE=native, native-nocb, native-read) to measure what a native output
+ * path, or a native reader alone, would save a keystroke's echo. No partial-write handling: for
  * one-byte echoes on an idle socket only.
  *
  *   gcc -O2 -shared -fPIC -I/usr/include/node -o /tmp/native-out.node bench/experiments/native-out.c
@@ -29,8 +30,10 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   unsigned char hdr[4] = {0x82, 0, 0, 0}; size_t hl = 2;
   if (r < 126) hdr[1] = (unsigned char)r; else hdr[1] = 126, hdr[2] = (unsigned char)(r >> 8), hdr[3] = (unsigned char)r, hl = 4;
   struct iovec iov[2] = {{hdr, hl}, {out, (size_t)r}};
-  ssize_t w = writev(f->sock, iov, 2);
-  (void)w;
+  if (f->sock >= 0) {
+    ssize_t w = writev(f->sock, iov, 2);
+    (void)w;
+  }
   if (f->cb) {
     napi_handle_scope scope; napi_open_handle_scope(f->env, &scope);
     napi_value cb, buf, global, result; void *data;
