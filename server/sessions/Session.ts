@@ -444,17 +444,23 @@ export class Session extends Disposable implements MonitoredSession {
   /**
    * For a session loaded from the store that was live when the previous daemon
    * died: its agent is gone (or is ended now); it waits to be revived. Resumes
-   * past the stored end are not trusted (ClientStream.noteCrashAt).
+   * past the stored end are not trusted (ClientStream.noteCrashAt). Its turns
+   * that were running, queued or waiting on a question died with the agent:
+   * they end `interrupted`, as after a SIGTERM (Conversation.abortAll).
    */
   markStoppedWithDaemon(): void {
     this.stream.noteCrashAt(this.log.end);
     const rec = this.record;
+    const { store, clock } = this.deps;
     rec.state = 'exited';
     rec.endReason = 'daemon_stopped';
-    rec.endedAt = this.deps.clock.now();
+    rec.endedAt = clock.now();
     rec.pid = null;
     rec.pidStartTime = null;
-    this.deps.store.addEvent({ sessionId: rec.id, type: 'exited', at: rec.endedAt, detail: { reason: 'daemon_stopped' } });
+    store.addEvent({ sessionId: rec.id, type: 'exited', at: rec.endedAt, detail: { reason: 'daemon_stopped' } });
+    for (const turn of store.listTurns(rec.id)) {
+      if (turn.status === 'running') store.putTurn({ ...turn, status: 'interrupted', endedAt: rec.endedAt });
+    }
     this.persist();
   }
 

@@ -180,6 +180,33 @@ describe('sessions survive a daemon crash (kill -9) and a restart', () => {
     await d.kill('SIGTERM');
   }, 90_000);
 
+  it('ends the turns a crash cut off (running and queued) as interrupted, as a SIGTERM does', async () => {
+    const dataDir = tmpdir('crash-turns-data');
+    const root = tmpdir('crash-turns-root');
+    // A prompt pattern, so that a quiet python is not taken for a finished turn.
+    const agents = { ...AGENTS, pyp: { ...AGENTS.py, promptPattern: '>>> $' } };
+    const env = { CHAT_WAIT_SECONDS: '1' };
+    const a = await startDaemonProcess({ dataDir, root, agents, env });
+    daemons.push(a);
+    const first = await a.api('POST', '/api/chat', { agent: 'pyp', projectPath: root, message: 'import time; time.sleep(120)' });
+    expect(first.status).toBe(202);
+    const sessionId = first.json.sessionId;
+    const second = await a.api('POST', '/api/chat', { sessionId, message: 'print(6*7)' });
+    expect(second.json).toMatchObject({ status: 'running' });
+    await new Promise((r) => setTimeout(r, FLUSH_WINDOW_MS)); // the turns are on disk
+    expect(await a.kill('SIGKILL')).toBe(null);
+
+    const b = await startDaemonProcess({ dataDir, root, agents, env });
+    daemons.push(b);
+    const messages = (await b.api('GET', `/api/sessions/${sessionId}/messages`)).json.messages;
+    const answers = messages.filter((m: any) => m.role === 'assistant');
+    expect(answers.map((m: any) => [m.turnId, m.status])).toEqual([
+      [first.json.turnId, 'interrupted'],
+      [second.json.turnId, 'interrupted'],
+    ]);
+    expect(await b.kill('SIGTERM')).toBe(0);
+  }, 60_000);
+
   it('loses nothing beyond the last batch when killed at 20 random points', async () => {
     const dataDir = tmpdir('loop-data');
     const root = tmpdir('loop-root');
