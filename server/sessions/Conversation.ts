@@ -144,8 +144,7 @@ export class Conversation extends Disposable {
 
   /** Writes a chat line the way both real CLIs accept it: text, a pause, then Enter alone. */
   private async submitLine(text: string): Promise<void> {
-    // A multi-line message goes as a bracketed paste to the agents that enable it, so its newlines do not submit early.
-    const line = this.deps.driver.authoritative && text.includes('\n') ? `\x1b[200~${text}\x1b[201~` : text;
+    const line = this.deps.driver.authoritative && goesAsPaste(text) ? bracketedPaste(text) : text;
     if (!this.host.writeKeys(line)) throw new Error('no agent running');
     await new Promise((r) => setTimeout(r, ENTER_PAUSE_MS));
     if (!this.host.isLive() || !this.host.writeKeys('\r')) throw new Error('agent ended before Enter');
@@ -162,4 +161,28 @@ export class Conversation extends Disposable {
     this.turnEmitter.fire(turn);
     if (this.host.isLive() && !this.busy && !this.question) this.host.setState('idle');
   }
+}
+
+/**
+ * Longer single lines than this go to claude and codex as a bracketed paste:
+ * typed in one burst, codex takes them for a paste and shows "[Pasted Content
+ * N chars]", and the Enter that follows does not submit it (300 characters
+ * failed 2 in 6 times, 600 and more every time; 290 and less never).
+ */
+export const PASTE_OVER_CHARS = 200;
+
+/**
+ * Whether a message goes as a bracketed paste rather than as keystrokes: one
+ * with a newline (it would submit early), another control character (a tab
+ * is a key: claude dropped it; a lone CR or an ESC would submit or cancel),
+ * or a long line (PASTE_OVER_CHARS).
+ */
+export function goesAsPaste(text: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return text.length > PASTE_OVER_CHARS || /[\x00-\x1f\x7f]/.test(text);
+}
+
+/** `text` as one bracketed paste; an end-of-paste mark inside it is dropped, so the text cannot end the paste early. */
+export function bracketedPaste(text: string): string {
+  return `\x1b[200~${text.split('\x1b[201~').join('')}\x1b[201~`;
 }

@@ -102,4 +102,17 @@ describe('codex through the daemon', () => {
     expect(msg).toMatchObject({ role: 'assistant', session_id: 'ios-codex-1' });
     expect(msg.content).toContain('Hello over the socket');
   });
+
+  it('submits a long single line and a line with a tab exactly (as a bracketed paste, not keystrokes)', async () => {
+    // Typed as keystrokes, codex took 300+ characters for a paste and never submitted them.
+    let long = '';
+    for (let i = 0; long.length < 1000; i++) long += `w${String(i).padStart(5, '0')} `;
+    long = `${long.slice(0, 996)} END`;
+    const res = await d.api('POST', '/api/chat', { sessionId, message: long });
+    expect(res.json).toMatchObject({ status: 'completed' });
+    expect(lastMainUserTexts()).toContain(long);
+    const tabbed = await d.api('POST', '/api/chat', { sessionId, message: 'col1\tcol2 tabbed' });
+    expect(tabbed.json).toMatchObject({ status: 'completed' });
+    expect(lastMainUserTexts().join(' ')).toMatch(/col1\s+col2 tabbed/);
+  }, 60_000);
 });

@@ -1,6 +1,6 @@
 import { AgentProfile } from '../../../server/agents/profiles';
 import { AppError } from '../../../server/common/errors';
-import { Conversation, ConversationHost, ENTER_PAUSE_MS } from '../../../server/sessions/Conversation';
+import { bracketedPaste, Conversation, ConversationHost, ENTER_PAUSE_MS, goesAsPaste, PASTE_OVER_CHARS } from '../../../server/sessions/Conversation';
 import { AgentDriver } from '../../../server/sessions/drivers';
 import { MemoryStore } from '../../../server/store/MemoryStore';
 import { SessionState } from '../../../server/store/SessionStore';
@@ -177,5 +177,18 @@ describe('the chat layer of a session (Conversation)', () => {
     expect([running.status, queued.status]).toEqual(['interrupted', 'interrupted']);
     expect(chat.prompt).toBeNull();
     expect(chat.busy).toBe(false);
+  });
+});
+
+describe('how a chat message is typed into claude and codex', () => {
+  it('sends a short plain line as keystrokes and anything else as one bracketed paste', () => {
+    expect(goesAsPaste('what is 6*7?')).toBe(false);
+    expect(goesAsPaste('x'.repeat(PASTE_OVER_CHARS))).toBe(false);
+    expect(goesAsPaste('x'.repeat(PASTE_OVER_CHARS + 1))).toBe(true);
+    for (const text of ['two\nlines', 'col1\tcol2', 'early\rsubmit', 'esc\x1b']) expect(goesAsPaste(text)).toBe(true);
+  });
+
+  it('keeps a paste whole: an end-of-paste mark inside the text cannot end it early', () => {
+    expect(bracketedPaste('a\x1b[201~\rrm -rf x\x1b[201~b')).toBe('\x1b[200~a\rrm -rf xb\x1b[201~');
   });
 });
