@@ -171,6 +171,12 @@ class ClaudeDriver implements AgentDriver {
  * within ~50 ms (measured over 17 starts; research note: 30–80 ms), and a prompt written inside that flip is lost.
  */
 const CODEX_SETTLE_MS = 150;
+/**
+ * A fresh codex is ready only after its start-up flip (idle → working → idle). On a loaded machine the flip came
+ * more than CODEX_SETTLE_MS after the first idle (4–7 codex starting at once: 10 of 48 first prompts lost or hung),
+ * so the first idle is not trusted; if no flip comes within this long after it, codex is taken as ready anyway.
+ */
+export const CODEX_FLIP_WAIT_MS = 3_000;
 /** How often a working codex turn's screen is checked for an API error (codex reports no state change then). */
 const CODEX_ERROR_CHECK_MS = 2_000;
 /** How long to wait for codex to draw its approval dialog after it reported `blocked`. */
@@ -188,6 +194,8 @@ class CodexDriver implements AgentDriver {
   private readonly parser = new Osc7501Parser();
   private state: CodexState | null = null;
   private ready = false;
+  /** A fresh start (not a resume) still owes its start-up flip. */
+  private flipOwed = false;
   private lastText: { text: string; at: number } | null = null;
   private turnStartedAt = 0;
   private pendingEnd: NodeJS.Timeout | null = null;
@@ -203,6 +211,7 @@ class CodexDriver implements AgentDriver {
     if (ctx.revive && threadId && !resumable) this.host.logger.warn({ threadId }, 'codex rollout not found: starting a new thread');
     this.ready = false;
     this.state = null;
+    this.flipOwed = !resumable;
     const extra = this.profile.args.filter((a) => a !== '--no-daemon');
     const base = codexArgs({ threadId, revive: resumable, notifyCommand: codexNotifyCommand() });
     // Options go before the `resume` subcommand.
@@ -224,15 +233,17 @@ class CodexDriver implements AgentDriver {
     const previous = this.state;
     this.state = next;
     if (!this.ready) {
-      // A fresh codex goes idle → working → idle at start, a resumed one just idle: ready once idle stays put.
+      // A fresh codex goes idle → working → idle at start, a resumed one just idle: ready once idle stays put
+      // after the flip (or, if a fresh one never flips, once it has stayed idle for CODEX_FLIP_WAIT_MS).
       if (this.readyTimer) clearTimeout(this.readyTimer);
       this.readyTimer = null;
-      if (next === 'idle') {
+      if (next !== 'idle') this.flipOwed = false;
+      else {
         this.readyTimer = setTimeout(() => {
           this.readyTimer = null;
           this.ready = true;
           this.host.signal({ kind: 'ready' });
-        }, CODEX_SETTLE_MS);
+        }, this.flipOwed ? CODEX_FLIP_WAIT_MS : CODEX_SETTLE_MS);
       }
       return;
     }

@@ -15,6 +15,9 @@ import {
   tomlString,
   tomlStringArray,
 } from '../../../server/agents/codex';
+import { silentLogger } from '../../../server/common/log';
+import { CODEX_FLIP_WAIT_MS, createDriver, DriverHost } from '../../../server/sessions/drivers';
+import { SessionRecord } from '../../../server/store/SessionStore';
 import { cleanupTmp, tmpdir } from '../../helpers/tmp';
 
 const screen = (name: string) => readFileSync(join(__dirname, '..', '..', 'fixtures', 'screens', name), 'utf8');
@@ -274,5 +277,62 @@ describe('codexPermissionKeys', () => {
   it('is the digit alone, without Enter', () => {
     expect(codexPermissionKeys('1')).toBe('1');
     expect(() => codexPermissionKeys('y')).toThrow(RangeError);
+  });
+});
+
+describe('when codex is ready for the first prompt', () => {
+  const osc = (state: string) => Buffer.from(`\x1b]7501;state=${state}:app=codex\x1b\\`);
+  function driver(revive: boolean, home: string) {
+    const ready: string[] = [];
+    const host: DriverHost = {
+      record: { id: 'S1', agentSessionId: revive ? THREAD : null } as SessionRecord,
+      logger: silentLogger(),
+      signal: (s) => ready.push(s.kind),
+      screenText: async () => null,
+      setAgentSessionId: () => undefined,
+      turnRunning: () => false,
+    };
+    const d = createDriver({ name: 'codex', kind: 'codex', command: 'codex', args: [], env: {}, recapPrompt: 'recap', idleMs: 1_000 }, host);
+    d.launch({ revive, env: { CODEX_HOME: home }, hookUrl: 'http://127.0.0.1:1/hook', hookSecret: 's' });
+    return { d, ready };
+  }
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  it('waits for a fresh codex\'s start-up flip however late it comes (a prompt inside it is lost)', () => {
+    const { d, ready } = driver(false, tmpdir('codex-home'));
+    d.onOutput(osc('idle'));
+    jest.advanceTimersByTime(1_000); // a loaded machine: the flip has not come yet
+    expect(d.isReady()).toBe(false);
+    d.onOutput(osc('working'));
+    d.onOutput(osc('idle'));
+    jest.advanceTimersByTime(149);
+    expect(d.isReady()).toBe(false);
+    jest.advanceTimersByTime(1);
+    expect(d.isReady()).toBe(true);
+    expect(ready).toEqual(['ready']);
+    d.dispose();
+  });
+
+  it('takes a fresh codex that never flips as ready after CODEX_FLIP_WAIT_MS of idle', () => {
+    const { d } = driver(false, tmpdir('codex-home'));
+    d.onOutput(osc('idle'));
+    jest.advanceTimersByTime(CODEX_FLIP_WAIT_MS - 1);
+    expect(d.isReady()).toBe(false);
+    jest.advanceTimersByTime(1);
+    expect(d.isReady()).toBe(true);
+    d.dispose();
+  });
+
+  it('takes a resumed codex (no flip) as ready once idle has stayed put briefly', () => {
+    const home = tmpdir('codex-home');
+    const day = join(home, 'sessions', '2026', '11', '24');
+    mkdirSync(day, { recursive: true });
+    writeFileSync(join(day, `rollout-2026-11-24T05-58-37-${THREAD}.jsonl`), '{}\n');
+    const { d } = driver(true, home);
+    d.onOutput(osc('idle'));
+    jest.advanceTimersByTime(150);
+    expect(d.isReady()).toBe(true);
+    d.dispose();
   });
 });
