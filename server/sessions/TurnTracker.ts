@@ -166,7 +166,10 @@ export class TurnTracker extends Disposable {
     const turn = r.turn;
     turn.status = status;
     turn.endedAt = this.opts.now();
-    turn.response = text ?? turnText(Buffer.concat(r.output).toString('utf8'), turn.prompt, this.opts.promptPattern);
+    // An agent that reports its own turns and stopped without answering (denied, Esc, died) gave no answer: its
+    // screen then is chrome (spinners, tips, the dialog), not a response.
+    const noAnswer = status === 'interrupted' && this.opts.authoritative;
+    turn.response = text ?? (noAnswer ? '' : turnText(Buffer.concat(r.output).toString('utf8'), turn.prompt, this.opts.promptPattern));
     this.endEmitter.fire({ turn });
     this.pump();
   }

@@ -16,7 +16,7 @@ export function stripAnsi(text: string): string {
   return text.replace(ESCAPES, '');
 }
 
-/** Applies \r (return to line start, overwrite) and \b within each line. */
+/** Applies \r (return to line start, overwrite), \b and cursor-forward marks within each line. */
 function renderLine(line: string): string {
   let out: string[] = [];
   let col = 0;
@@ -25,6 +25,9 @@ function renderLine(line: string): string {
       col = 0;
     } else if (ch === '\b') {
       col = Math.max(0, col - 1);
+    } else if (ch === FORWARD) {
+      out[col] ??= ' ';
+      col++;
     } else if (ch >= ' ' || ch === '\t') {
       out[col++] = ch;
     }
@@ -35,8 +38,22 @@ function renderLine(line: string): string {
 }
 
 export function toPlainLines(raw: string): string[] {
-  return stripAnsi(raw).split('\n').map(renderLine);
+  return stripAnsi(raw.replace(NULS, '').replace(CURSOR_FORWARD, forwardMarks)).split('\n').map(renderLine);
 }
+
+/*
+ * Cursor forward (CSI n C) is how claude puts the gaps between words: it
+ * becomes n FORWARD marks (NUL, which terminals ignore; real NULs are dropped
+ * first), which renderLine applies as a move that blanks only empty columns.
+ */
+const FORWARD = '\0';
+// eslint-disable-next-line no-control-regex
+const NULS = /\0/g;
+// eslint-disable-next-line no-control-regex
+const CURSOR_FORWARD = /\x1b\[(\d{0,4})C/g;
+/** A move further than any terminal is wide is clamped. */
+const MAX_FORWARD = 1000;
+const forwardMarks = (_: string, n: string) => FORWARD.repeat(Math.min(Number(n) || 1, MAX_FORWARD));
 
 /** The last non-empty line of `raw` as plain text, trimmed ('' if there is none). */
 export function lastPlainLine(raw: string): string {

@@ -95,6 +95,18 @@ describe('the chat layer of a session (Conversation)', () => {
     expect(store.listTurns('S1')).toEqual([expect.objectContaining({ id: turn.id, status: 'completed' })]);
   });
 
+  it('gives an interrupted turn of a hook-driven agent no response, not the screen it left (spinners, the dialog)', async () => {
+    const turn = chat.send('chat', 'touch x', null);
+    await afterEnter();
+    chat.onOutput(Buffer.from('touch x\r\n● Bash(touch x)\r\n  ⎿ Interrupted · What should Claude do instead?\r\n❯ '));
+    chat.endTurn('interrupted', null);
+    expect(turn).toMatchObject({ status: 'interrupted', response: '' });
+    const failed = chat.send('chat', 'again', null);
+    await afterEnter();
+    chat.endTurn('interrupted', 'API Error: 400');
+    expect(failed).toMatchObject({ status: 'interrupted', response: 'API Error: 400' });
+  });
+
   it('sends a multi-line message to a hook-driven agent as one bracketed paste', async () => {
     chat.send('chat', 'one\ntwo', null);
     await afterEnter();

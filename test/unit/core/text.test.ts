@@ -5,6 +5,13 @@ describe('terminal text', () => {
     expect(stripAnsi('\x1b[1;31mred\x1b[0m \x1b]0;title\x07ok \x1b]7501;state=idle:app=codex\x1b\\done')).toBe('red ok done');
   });
 
+  it('keeps the gaps claude draws with cursor-forward, without blanking text a move skips over', () => {
+    expect(toPlainLines('●\x1b[1CBash(touch\x1b[1C/tmp/x)\x1b[2Cok')).toEqual(['● Bash(touch /tmp/x)  ok']);
+    expect(toPlainLines('abcdef\r\x1b[3CX')).toEqual(['abcXef']);
+    expect(toPlainLines('a\x1b[C\0b')).toEqual(['a b']);
+    expect(toPlainLines('a\x1b[99999Cb')[0].length).toBeLessThan(1100);
+  });
+
   it('applies carriage returns and backspaces', () => {
     expect(toPlainLines('progress 10%\rprogress 100%\r\nab\bc')).toEqual(['progress 100%', 'ac']);
   });
