@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import { errors } from '../common/errors';
+import { isValidSessionId, SESSION_ID_RULE } from '../common/ids';
 import { toPlainLines } from '../sessions/text';
 import { AppContext } from './context';
 import { jsonBody, optionalString } from './middleware';
@@ -33,7 +34,10 @@ export function sessionRoutes(ctx: AppContext): Router {
   });
 
   r.post('/api/sessions/keep-alive', ...jsonBody, async (req, res) => {
-    const session = pool.get(req.body.sessionId);
+    const id: unknown = req.body.sessionId;
+    if (id === undefined || id === null) throw errors.invalid('sessionId is required');
+    if (!isValidSessionId(id)) throw errors.invalid(SESSION_ID_RULE);
+    const session = pool.get(id);
     const action = optionalString(req.body, 'action', 64);
     if (action !== undefined && action !== 'recap') throw errors.invalid('action must be "recap" when given');
     const result = await ctx.keepAlive(session, action === 'recap');

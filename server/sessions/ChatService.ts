@@ -1,6 +1,6 @@
 import { errors } from '../common/errors';
 import { iso } from '../common/clock';
-import { isValidSessionId } from '../common/ids';
+import { isValidSessionId, SESSION_ID_RULE } from '../common/ids';
 import { Logger } from '../common/log';
 import { Config } from '../config/schema';
 import { TurnRecord } from '../store/SessionStore';
@@ -53,7 +53,7 @@ export class ChatService {
   /** The session named by the request, or a new one when it is absent or unknown. */
   sessionFor(req: { sessionId?: unknown; agent?: unknown; projectPath?: unknown; deviceToken?: unknown }): Session {
     if (req.sessionId !== undefined && req.sessionId !== null) {
-      if (!isValidSessionId(req.sessionId)) throw errors.invalid('malformed session id');
+      if (!isValidSessionId(req.sessionId)) throw errors.invalid(SESSION_ID_RULE);
       const existing = this.pool.find(req.sessionId);
       if (existing) return existing;
     }

@@ -2,7 +2,7 @@ import { realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { Disposable } from '../common/disposable';
 import { errors } from '../common/errors';
-import { isValidSessionId, newId } from '../common/ids';
+import { isValidSessionId, newId, SESSION_ID_RULE } from '../common/ids';
 import { releaseMemorySoon } from '../common/memory';
 import { AgentProfile, AgentRegistry, resolveCommand } from '../agents/profiles';
 import { MonitoredPool, MonitoredSession } from '../health/types';
@@ -145,7 +145,7 @@ export class SessionPool extends Disposable implements MonitoredPool {
 
   private resolveId(raw: unknown): string {
     if (raw === undefined || raw === null) return newId();
-    if (!isValidSessionId(raw)) throw errors.invalid('sessionId must match ^[A-Za-z0-9._:-]{1,128}$');
+    if (!isValidSessionId(raw)) throw errors.invalid(SESSION_ID_RULE);
     if (this.sessions.has(raw) || this.deps.store.getSession(raw)) throw errors.conflict(`session ${raw} already exists`);
     return raw;
   }

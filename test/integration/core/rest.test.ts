@@ -260,6 +260,20 @@ describe('bad input gets the exact error and creates nothing', () => {
     expectError(await d.api('GET', '/api/sessions/no-such-session'), 404, 'not_found');
     expectError(await d.api('DELETE', '/api/sessions/no-such-session'), 404, 'not_found');
     expectError(await d.api('POST', '/api/sessions', { agent: 'shell', sessionId: 'bad id!', projectPath: d.root }), 400, 'invalid_request');
+    // A body names the rule (API.md); a path says "malformed session id".
+    const rule = 'sessionId must match ^[A-Za-z0-9._:-]{1,128}$';
+    const before = (await d.api('GET', '/api/sessions')).json.sessions.length;
+    for (const [path, body] of [
+      ['/api/sessions', { agent: 'shell', sessionId: 'bad id!', projectPath: d.root }],
+      ['/api/chat', { sessionId: 'bad id!', message: 'hi', agent: 'shell', projectPath: d.root }],
+      ['/api/sessions/keep-alive', { sessionId: 'bad id!' }],
+      ['/api/sessions/keep-alive', { sessionId: 42 }],
+    ] as const) {
+      expect((await d.api('POST', path, body)).json.error).toEqual({ code: 'invalid_request', message: rule });
+    }
+    expect((await d.api('POST', '/api/sessions/keep-alive', {})).json.error).toEqual({ code: 'invalid_request', message: 'sessionId is required' });
+    expect((await d.api('GET', '/api/sessions/a%20b')).json.error.message).toBe('malformed session id');
+    expect((await d.api('GET', '/api/sessions')).json.sessions.length).toBe(before);
   });
 
   it('refuses a session past MAX_CONCURRENT_SESSIONS with 429 session_limit', async () => {
