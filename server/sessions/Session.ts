@@ -128,7 +128,8 @@ export class Session extends Disposable implements MonitoredSession {
       case 'ready':
         if (this.readyTimer) clearTimeout(this.readyTimer);
         this.readyTimer = null;
-        if (this.state === 'starting') this.setState('idle');
+        // A turn queued during start-up starts now: straight to busy, not idle and then busy.
+        if (this.state === 'starting') this.setState(this.chat.busy ? 'busy' : 'idle');
         this.chat.agentReady();
         return;
       case 'turn-ended':

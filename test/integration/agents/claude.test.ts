@@ -143,7 +143,12 @@ describe('claude through the daemon', () => {
     const msg = await ws.nextJson((f) => f.type === 'message', 60_000);
     expect(msg).toMatchObject({ role: 'assistant', session_id: 'ios-chat-1', turnId: expect.any(String) });
     expect(msg.content).toContain('Hello over the socket');
-    expect(ws.json().some((f) => f.type === 'state')).toBe(true);
+    // A new session: its message waits for claude's start-up, and the session goes from busy to idle only at the end.
+    const states = ws.json().filter((f) => f.type === 'state' && f.session_id === 'ios-chat-1').map((f) => f.state);
+    expect(states[0]).toBe('busy');
+    await ws.nextJson((f) => f.type === 'state' && f.state === 'idle');
+    const after = ws.json().filter((f) => f.type === 'state' && f.session_id === 'ios-chat-1').map((f) => f.state);
+    expect(after.indexOf('idle')).toBe(after.length - 1);
     const session = (await d.api('GET', '/api/sessions/ios-chat-1')).json.session;
     expect(session.agent).toBe('claude');
   });
