@@ -30,7 +30,7 @@
  *   AGENTD_BENCH_DAEMON_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" ...   (node flags for agentd's process)
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { IPty } from 'node-pty';
@@ -43,6 +43,7 @@ import {
   fmt,
   machineNotes,
   percentile,
+  processCpuMs,
   round,
   serveRequests,
   sleep,
@@ -370,13 +371,6 @@ async function startNativeRelay(binary: string, program: { command: string; args
   });
   return { pid: proc.pid!, port, stop: () => proc.kill('SIGKILL') };
 }
-
-/** CPU time of a process (every thread), ms, from /proc. */
-function processCpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
-}
-const CLOCK_TICKS = 100;
 
 function nativeRelayTarget(relays: Record<string, NativeRelay>): SocketTarget {
   let current: NativeRelay | null = null;

@@ -11,7 +11,10 @@
  * its own PTY running the program (the request's path and query are ignored);
  * client frames (masked, binary or text) are written to the PTY as they come,
  * PTY output goes out in binary frames with one writev. Bounded, not robust:
- * frames up to 64 KiB, no fragmentation, writes to a full socket wait.
+ * client frames up to 65 528 bytes of payload (a bigger one drops the
+ * connection), no fragmentation, and a write to a full socket or PTY waits,
+ * holding the loop. It and its programs die with the process that started it
+ * (PR_SET_PDEATHSIG), so a killed bench leaves nothing running.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -27,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -148,6 +152,7 @@ static int handshake(conn_t *c) {
   pid_t pid = forkpty(&master, NULL, NULL, &ws);
   if (pid < 0) return -1;
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the relay's death ends the program */
     setenv("TERM", "xterm-256color", 1);
     execvp(program[0], program);
     _exit(127);
@@ -225,6 +230,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   program = argv + 1;
+  prctl(PR_SET_PDEATHSIG, SIGKILL); /* the bench's death ends the relay */
+  if (getppid() == 1) return 1;      /* it died before the line above */
   signal(SIGPIPE, SIG_IGN);
   int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
   setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);

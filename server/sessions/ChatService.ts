@@ -5,6 +5,7 @@ import { Logger } from '../common/log';
 import { Config } from '../config/schema';
 import { TurnRecord } from '../store/SessionStore';
 import { Session } from './Session';
+import { hasVisibleText } from './Conversation';
 import { SessionPool } from './SessionPool';
 
 export interface ChatRequest {
@@ -21,7 +22,7 @@ export interface ChatResult {
   body: Record<string, unknown>;
 }
 
-const MAX_MESSAGE_CHARS = 100_000;
+export const MAX_MESSAGE_CHARS = 100_000;
 
 /**
  * Chat on top of sessions: finds or creates the session, revives it if it
@@ -32,8 +33,8 @@ export class ChatService {
   constructor(private readonly pool: SessionPool, private readonly config: Config, private readonly logger: Logger) {}
 
   async chat(req: ChatRequest): Promise<ChatResult> {
-    if (typeof req.message !== 'string' || req.message.trim() === '' || req.message.length > MAX_MESSAGE_CHARS) {
-      throw errors.invalid(`message must be a non-empty string of at most ${MAX_MESSAGE_CHARS} characters`);
+    if (typeof req.message !== 'string' || !hasVisibleText(req.message) || req.message.length > MAX_MESSAGE_CHARS) {
+      throw errors.invalid(`message must be a string with visible text, of at most ${MAX_MESSAGE_CHARS} characters`);
     }
     const deviceId = typeof req.deviceId === 'string' ? req.deviceId.slice(0, 256) : typeof req.deviceToken === 'string' ? req.deviceToken.slice(0, 256) : null;
     const session = this.sessionFor(req);

@@ -182,7 +182,19 @@ export function goesAsPaste(text: string): boolean {
   return text.length > PASTE_OVER_CHARS || /[\x00-\x1f\x7f]/.test(text);
 }
 
-/** `text` as one bracketed paste; an end-of-paste mark inside it is dropped, so the text cannot end the paste early. */
+/**
+ * `text` as one bracketed paste. Inside it only tabs and newlines (CR and
+ * CRLF become LF) are kept of the control characters: without ESC the text
+ * cannot end the paste early, and no other key can act.
+ */
 export function bracketedPaste(text: string): string {
-  return `\x1b[200~${text.split('\x1b[201~').join('')}\x1b[201~`;
+  // eslint-disable-next-line no-control-regex
+  const body = text.replace(/\r\n?/g, '\n').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
+  return `\x1b[200~${body}\x1b[201~`;
+}
+
+/** Whether a chat message has something to send: a message of only spaces and control characters has not. */
+export function hasVisibleText(text: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return /[^\s\x00-\x1f\x7f]/.test(text);
 }

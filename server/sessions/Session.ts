@@ -460,7 +460,7 @@ export class Session extends Disposable implements MonitoredSession {
     rec.pidStartTime = null;
     store.addEvent({ sessionId: rec.id, type: 'exited', at: rec.endedAt, detail: { reason: 'daemon_stopped' } });
     for (const turn of store.listTurns(rec.id)) {
-      if (turn.status === 'running') store.putTurn({ ...turn, status: 'interrupted', endedAt: rec.endedAt });
+      if (turn.status === 'running') store.putTurn({ ...turn, status: 'interrupted', endedAt: rec.endedAt, response: '' });
     }
     this.persist();
   }

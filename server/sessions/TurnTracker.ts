@@ -121,6 +121,7 @@ export class TurnTracker extends Disposable {
     this.finish('interrupted', null);
     for (const { turn } of this.queue.splice(0)) {
       turn.status = 'interrupted';
+      turn.response = '';
       turn.endedAt = this.opts.now();
       this.endEmitter.fire({ turn });
     }

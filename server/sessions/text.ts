@@ -16,44 +16,49 @@ export function stripAnsi(text: string): string {
   return text.replace(ESCAPES, '');
 }
 
-/** Applies \r (return to line start, overwrite), \b and cursor-forward marks within each line. */
+/** Applies \r (return to line start, overwrite), \b and cursor-forward moves within each line. */
 function renderLine(line: string): string {
-  let out: string[] = [];
+  const out: string[] = [];
   let col = 0;
-  for (const ch of line) {
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
     if (ch === '\r') {
       col = 0;
     } else if (ch === '\b') {
       col = Math.max(0, col - 1);
-    } else if (ch === FORWARD) {
-      out[col] ??= ' ';
-      col++;
+    } else if (ch === MOVE) {
+      // MOVE digits MOVE: a cursor-forward by that many columns, stopped at the right margin as a terminal does.
+      const close = line.indexOf(MOVE, i + 1);
+      col = Math.min(col + Number(line.slice(i + 1, close)), MAX_COLUMN);
+      i = close;
     } else if (ch >= ' ' || ch === '\t') {
       out[col++] = ch;
     }
   }
-  out = out.slice(0, Math.max(col, out.length));
+  // Columns a move skipped and nothing wrote are blank (join would drop the holes).
+  for (let c = 0; c < out.length; c++) out[c] ??= ' ';
   // trimEnd, not /\s+$/: that regex is quadratic on a long run of spaces inside a line (160 000 spaces took 9 s).
   return out.join('').trimEnd();
 }
 
 export function toPlainLines(raw: string): string[] {
-  return stripAnsi(raw.replace(NULS, '').replace(CURSOR_FORWARD, forwardMarks)).split('\n').map(renderLine);
+  return stripAnsi(raw.replace(NULS, '').replace(CURSOR_FORWARD, moveMark)).split('\n').map(renderLine);
 }
 
 /*
- * Cursor forward (CSI n C) is how claude puts the gaps between words: it
- * becomes n FORWARD marks (NUL, which terminals ignore; real NULs are dropped
- * first), which renderLine applies as a move that blanks only empty columns.
+ * Cursor forward (CSI n C) is how claude puts the gaps between words. It is
+ * kept through stripAnsi as MOVE n MOVE (NUL, which terminals ignore: real
+ * NULs are dropped first), and renderLine moves the column: a move costs the
+ * same few bytes however far it goes.
  */
-const FORWARD = '\0';
+const MOVE = '\0';
 // eslint-disable-next-line no-control-regex
 const NULS = /\0/g;
 // eslint-disable-next-line no-control-regex
-const CURSOR_FORWARD = /\x1b\[(\d{0,4})C/g;
-/** A move further than any terminal is wide is clamped. */
-const MAX_FORWARD = 1000;
-const forwardMarks = (_: string, n: string) => FORWARD.repeat(Math.min(Number(n) || 1, MAX_FORWARD));
+const CURSOR_FORWARD = /\x1b\[(\d{0,9})C/g;
+/** The right margin for moves: wider than any terminal agentd allows (MAX_COLS). */
+const MAX_COLUMN = 1000;
+const moveMark = (_: string, n: string) => `${MOVE}${Math.min(Number(n) || 1, MAX_COLUMN)}${MOVE}`;
 
 /** The last non-empty line of `raw` as plain text, trimmed ('' if there is none). */
 export function lastPlainLine(raw: string): string {

@@ -2,10 +2,10 @@ import { WebSocket } from 'ws';
 import { DisposableStore } from '../../common/disposable';
 import { AppError } from '../../common/errors';
 import { Logger } from '../../common/log';
-import { ChatService } from '../../sessions/ChatService';
+import { ChatService, MAX_MESSAGE_CHARS } from '../../sessions/ChatService';
+import { hasVisibleText } from '../../sessions/Conversation';
 import { Session } from '../../sessions/Session';
 
-const MAX_CONTENT_CHARS = 100_000;
 
 /**
  * The chat socket of the existing iOS app (`/api/claude/ws`, `/api/codex/ws`):
@@ -48,8 +48,8 @@ export function serveChat(ws: WebSocket, agent: string, deps: { chat: ChatServic
     if (!frame || typeof frame !== 'object' || Array.isArray(frame)) return fail('invalid_request', 'frame must be a JSON object');
     if (frame.type === 'auth') return; // already authenticated
     const { content, session_id: sessionId, device_id: deviceId } = frame;
-    if (typeof content !== 'string' || content.trim() === '' || content.length > MAX_CONTENT_CHARS) {
-      return fail('invalid_request', 'content must be a non-empty string');
+    if (typeof content !== 'string' || !hasVisibleText(content) || content.length > MAX_MESSAGE_CHARS) {
+      return fail('invalid_request', `content must be a string with visible text, of at most ${MAX_MESSAGE_CHARS} characters`);
     }
     try {
       const session = deps.chat.sessionFor({ sessionId, agent });

@@ -59,6 +59,14 @@ describe('POST /api/chat with a hook-less profile', () => {
     expect((await d.api('POST', '/api/chat', { message: 'hi' })).status).toBe(400);
     expect((await d.api('POST', '/api/chat', { message: 'hi', sessionId: 'bad id' })).status).toBe(400);
     expect((await d.api('POST', '/api/chat', { message: 'hi', agent: 'nope' })).status).toBe(400);
+    // Nothing to send: only spaces and control characters (an Enter on an empty prompt ends no turn).
+    const before = (await d.api('GET', '/api/sessions')).json.sessions.length;
+    for (const message of [' \t\n', '\x1b', '\x03\r']) {
+      const blank = await d.api('POST', '/api/chat', { agent: 'py', projectPath: d.root, message });
+      expect(blank.status).toBe(400);
+      expect(blank.json.error.message).toBe('message must be a string with visible text, of at most 100000 characters');
+    }
+    expect((await d.api('GET', '/api/sessions')).json.sessions.length).toBe(before);
     const closed = (await d.api('POST', '/api/chat', { agent: 'py', projectPath: d.root, message: '1' })).json.sessionId;
     await d.api('DELETE', `/api/sessions/${closed}`);
     const res = await d.api('POST', '/api/chat', { sessionId: closed, message: '2' });

@@ -1,6 +1,6 @@
 import { AgentProfile } from '../../../server/agents/profiles';
 import { AppError } from '../../../server/common/errors';
-import { bracketedPaste, Conversation, ConversationHost, ENTER_PAUSE_MS, goesAsPaste, PASTE_OVER_CHARS } from '../../../server/sessions/Conversation';
+import { bracketedPaste, Conversation, ConversationHost, ENTER_PAUSE_MS, goesAsPaste, hasVisibleText, PASTE_OVER_CHARS } from '../../../server/sessions/Conversation';
 import { AgentDriver } from '../../../server/sessions/drivers';
 import { MemoryStore } from '../../../server/store/MemoryStore';
 import { SessionState } from '../../../server/store/SessionStore';
@@ -187,6 +187,9 @@ describe('the chat layer of a session (Conversation)', () => {
     chat.openPermission('Allow?', [{ id: '1', label: 'Yes' }]);
     chat.abortAll();
     expect([running.status, queued.status]).toEqual(['interrupted', 'interrupted']);
+    // No answer is an empty one, in the turn frames as in /messages (a waiting POST /api/chat gets it too).
+    expect([running.response, queued.response]).toEqual(['', '']);
+    expect(frames.filter((f: any) => f.type === 'turn').map((f: any) => f.response)).toEqual(['', '']);
     expect(chat.prompt).toBeNull();
     expect(chat.busy).toBe(false);
   });
@@ -200,7 +203,15 @@ describe('how a chat message is typed into claude and codex', () => {
     for (const text of ['two\nlines', 'col1\tcol2', 'early\rsubmit', 'esc\x1b']) expect(goesAsPaste(text)).toBe(true);
   });
 
-  it('keeps a paste whole: an end-of-paste mark inside the text cannot end it early', () => {
-    expect(bracketedPaste('a\x1b[201~\rrm -rf x\x1b[201~b')).toBe('\x1b[200~a\rrm -rf xb\x1b[201~');
+  it('keeps a paste whole: no ESC inside, so nothing in the text can end it early; tabs and newlines stay', () => {
+    expect(bracketedPaste('a\x1b[201~\rrm -rf x\x1b[201~b')).toBe('\x1b[200~a[201~\nrm -rf x[201~b\x1b[201~');
+    // One pass of removing the end mark would have made a new one here.
+    expect(bracketedPaste('\x1b[20\x1b[201~1~\rrm -rf ~')).toBe('\x1b[200~[20[201~1~\nrm -rf ~\x1b[201~');
+    expect(bracketedPaste('col1\tcol2\r\nnext\x03\x7f')).toBe('\x1b[200~col1\tcol2\nnext\x1b[201~');
+  });
+
+  it('finds no visible text in a message of spaces and control characters', () => {
+    for (const blank of ['', ' \n\t', '\x1b', '\x03\r', '\u00a0\u2003']) expect(hasVisibleText(blank)).toBe(false);
+    for (const text of ['x', ' \x1b[1mhi', '🍌']) expect(hasVisibleText(text)).toBe(true);
   });
 });

@@ -9,7 +9,15 @@ describe('terminal text', () => {
     expect(toPlainLines('●\x1b[1CBash(touch\x1b[1C/tmp/x)\x1b[2Cok')).toEqual(['● Bash(touch /tmp/x)  ok']);
     expect(toPlainLines('abcdef\r\x1b[3CX')).toEqual(['abcXef']);
     expect(toPlainLines('a\x1b[C\0b')).toEqual(['a b']);
-    expect(toPlainLines('a\x1b[99999Cb')[0].length).toBeLessThan(1100);
+    expect(toPlainLines('a\x1b[99999Cb')).toEqual([`a${' '.repeat(999)}b`]);
+  });
+
+  it('stops moves at the right margin, so a flood of them costs what its bytes cost (it once took the daemon down)', () => {
+    const flood = '\x1b[999C'.repeat(200_000) + 'x\r\n';
+    const t0 = performance.now();
+    const lines = toPlainLines(flood.repeat(5));
+    expect(performance.now() - t0).toBeLessThan(2_000);
+    expect(lines.slice(0, 5)).toEqual(Array(5).fill(`${' '.repeat(1000)}x`));
   });
 
   it('applies carriage returns and backspaces', () => {
