@@ -144,7 +144,8 @@ export class Conversation extends Disposable {
 
   /** Writes a chat line the way both real CLIs accept it: text, a pause, then Enter alone. */
   private async submitLine(text: string): Promise<void> {
-    const line = this.deps.driver.authoritative && goesAsPaste(text) ? bracketedPaste(text) : text;
+    const prompt = this.deps.driver.authoritative ? asPrompt(text) : text;
+    const line = this.deps.driver.authoritative && goesAsPaste(prompt) ? bracketedPaste(prompt) : prompt;
     if (!this.host.writeKeys(line)) throw new Error('no agent running');
     await new Promise((r) => setTimeout(r, ENTER_PAUSE_MS));
     if (!this.host.isLive() || !this.host.writeKeys('\r')) throw new Error('agent ended before Enter');
@@ -198,3 +199,17 @@ export function hasVisibleText(text: string): boolean {
   // eslint-disable-next-line no-control-regex
   return /[^\s\x00-\x1f\x7f]/.test(text);
 }
+
+/**
+ * A chat message is a prompt for the model, never a command of the CLI: one
+ * that starts with `/` (claude's and codex's slash commands: `/help` opens a
+ * dialog that ends no turn and eats the next message) or `!` (claude's shell
+ * mode: the command runs without a permission question) gets a zero-width
+ * space in front, which the CLIs do not take for a command and the model
+ * reads past. Commands go through a terminal client or POST /input.
+ */
+export function asPrompt(text: string): string {
+  const start = text.trimStart();
+  return start.startsWith('/') || start.startsWith('!') ? `${ZERO_WIDTH_SPACE}${start}` : text;
+}
+const ZERO_WIDTH_SPACE = '\u200b';

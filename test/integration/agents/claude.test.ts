@@ -110,6 +110,19 @@ describe('claude through the daemon', () => {
     expect((await d.api('GET', `/api/sessions/${sessionId}`)).json.session.state).toBe('idle');
   });
 
+  it('sends chat messages that look like commands to the model: /help opens no dialog, ! runs no shell', async () => {
+    const target = join(project, 'bang-file');
+    for (const message of ['/help', `!touch ${target}`, '/clear']) {
+      const res = await d.api('POST', '/api/chat', { sessionId, message });
+      expect(res.json).toMatchObject({ status: 'completed' });
+      expect(res.json.response).toContain(message);
+    }
+    expect(existsSync(target)).toBe(false);
+    const after = await d.api('POST', '/api/chat', { sessionId, message: 'Still answering after those?' });
+    expect(after.json).toMatchObject({ status: 'completed' });
+    expect(lastMainUserTexts().join(' ')).toContain('Still answering after those?');
+  }, 60_000);
+
   it('ends a turn that failed on an API error as interrupted, with the error, instead of hanging', async () => {
     const res = await d.api('POST', '/api/chat', { sessionId, message: 'FAIL WITH 400 please' });
     expect(res.status).toBe(200);

@@ -1,6 +1,6 @@
 import { AgentProfile } from '../../../server/agents/profiles';
 import { AppError } from '../../../server/common/errors';
-import { bracketedPaste, Conversation, ConversationHost, ENTER_PAUSE_MS, goesAsPaste, hasVisibleText, PASTE_OVER_CHARS } from '../../../server/sessions/Conversation';
+import { asPrompt, bracketedPaste, Conversation, ConversationHost, ENTER_PAUSE_MS, goesAsPaste, hasVisibleText, PASTE_OVER_CHARS } from '../../../server/sessions/Conversation';
 import { AgentDriver } from '../../../server/sessions/drivers';
 import { MemoryStore } from '../../../server/store/MemoryStore';
 import { SessionState } from '../../../server/store/SessionStore';
@@ -213,5 +213,14 @@ describe('how a chat message is typed into claude and codex', () => {
   it('finds no visible text in a message of spaces and control characters', () => {
     for (const blank of ['', ' \n\t', '\x1b', '\x03\r', '\u00a0\u2003']) expect(hasVisibleText(blank)).toBe(false);
     for (const text of ['x', ' \x1b[1mhi', '🍌']) expect(hasVisibleText(text)).toBe(true);
+  });
+});
+
+describe('a chat message is a prompt, not a command of the CLI', () => {
+  it('puts a zero-width space before a leading / or ! and leaves other text alone', () => {
+    expect(asPrompt('/help')).toBe('\u200b/help');
+    expect(asPrompt('  !rm -rf x')).toBe('\u200b!rm -rf x');
+    expect(asPrompt('what does /etc/hosts do?')).toBe('what does /etc/hosts do?');
+    expect(asPrompt(' plain')).toBe(' plain');
   });
 });
