@@ -15,6 +15,8 @@ import { Session } from '../../sessions/Session';
 export function serveChat(ws: WebSocket, agent: string, deps: { chat: ChatService; logger: Logger }): void {
   const subs = new DisposableStore();
   const watched = new Set<string>();
+  /** The session this socket is queueing a turn on: its own `busy` goes out once, with the turn's id. */
+  let queueing: string | null = null;
   const send = (frame: object) => {
     if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
   };
@@ -23,7 +25,12 @@ export function serveChat(ws: WebSocket, agent: string, deps: { chat: ChatServic
   const watch = (session: Session) => {
     if (watched.has(session.id)) return;
     watched.add(session.id);
-    subs.add(session.onState((state) => send({ type: 'state', state, session_id: session.id })));
+    subs.add(
+      session.onState((state) => {
+        if (state === 'busy' && queueing === session.id) return;
+        send({ type: 'state', state, session_id: session.id });
+      }),
+    );
     subs.add(
       session.chat.onPrompt((p) => {
         if (p) send({ type: 'permission', session_id: session.id, turnId: p.turnId, prompt: p.prompt, options: p.options });
@@ -56,7 +63,13 @@ export function serveChat(ws: WebSocket, agent: string, deps: { chat: ChatServic
       if (session.record.agent !== agent) throw new AppError('conflict', `session ${session.id} belongs to ${session.record.agent}`);
       watch(session);
       await deps.chat.ensureRunning(session);
-      const turn = session.chat.send('chat', content, typeof deviceId === 'string' ? deviceId.slice(0, 256) : null);
+      queueing = session.id;
+      let turn;
+      try {
+        turn = session.chat.send('chat', content, typeof deviceId === 'string' ? deviceId.slice(0, 256) : null);
+      } finally {
+        queueing = null;
+      }
       send({ type: 'state', state: 'busy', session_id: session.id, turnId: turn.id });
     } catch (err) {
       const e = err as AppError;

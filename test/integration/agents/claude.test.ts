@@ -164,5 +164,12 @@ describe('claude through the daemon', () => {
     expect(after.indexOf('idle')).toBe(after.length - 1);
     const session = (await d.api('GET', '/api/sessions/ios-chat-1')).json.session;
     expect(session.agent).toBe('claude');
+
+    // An idle session: one busy frame for the new turn, carrying its id.
+    const seen = ws.json().length;
+    ws.send({ content: 'And once more', session_id: 'ios-chat-1' });
+    const second = await ws.nextJson((f) => f.type === 'message' && f.content.includes('And once more'), 60_000);
+    const busy = ws.json().slice(seen).filter((f) => f.type === 'state' && f.state === 'busy');
+    expect(busy).toEqual([{ type: 'state', state: 'busy', session_id: 'ios-chat-1', turnId: second.turnId }]);
   });
 });
