@@ -201,20 +201,24 @@ describe('ProcResourceSampler on real processes', () => {
     process.kill(pid, 'SIGKILL');
     await waitFor(() => readProc(pid) === null, 'the first owner to be reaped');
 
+    // Any fork on the machine between the write and the spawn takes the pid (other test files run beside this
+    // one): try in bursts, for long enough that a busy machine gets a quiet moment.
     const second = await waitFor(() => {
-      writeFileSync('/proc/sys/kernel/ns_last_pid', String(pid - 1));
-      const next = startTree('reuse', 'exec python3 -c "x=bytearray(30*2**20); import time; time.sleep(60)"');
-      if (next.rootPid === pid) return next;
-      process.kill(-next.rootPid!, 'SIGKILL');
+      for (let attempt = 0; attempt < 10; attempt++) {
+        writeFileSync('/proc/sys/kernel/ns_last_pid', String(pid - 1));
+        const next = startTree('reuse', 'exec python3 -c "x=bytearray(30*2**20); import time; time.sleep(60)"');
+        if (next.rootPid === pid) return next;
+        process.kill(-next.rootPid!, 'SIGKILL');
+      }
       return null;
-    }, 'a process to get the same pid', 5_000);
+    }, 'a process to get the same pid', 30_000);
     const sample = await waitFor(async () => {
       const s = await sampleOf(second);
       return s && s.memoryBytes >= 30 * MiB && s;
     }, 'the new owner to be sampled');
     expect(sample.pids).toEqual([pid]);
     expect(sample.cpuPercent).toBeGreaterThanOrEqual(0);
-  });
+  }, 60_000);
 });
 
 /** utime + stime of a process, parsed here independently of the sampler. */
