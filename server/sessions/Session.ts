@@ -191,6 +191,8 @@ export class Session extends Disposable implements MonitoredSession {
     rec.endedAt = rec.exitCode = rec.signal = rec.endReason = null;
     this.ending = null;
     this.endPromise = null;
+    // A (re)start is activity and a keep-alive: a revived session is not idle-culled for the time it lay ended.
+    this.noteActivity();
     this.keepAlive();
     this.register(pty.onData((chunk) => this.onOutput(chunk)));
     this.register(pty.onExiting(() => this.onExiting(pty)));

@@ -112,6 +112,11 @@ describe('health monitor with real processes', () => {
     }, 8_000, 'idle cull');
     expect(culled.endReason).toBe('idle');
     expect((await d.api('GET', `/api/sessions/${watched.id}`)).json.session.state).toBe('running');
+
+    // A revival is activity: the revived session gets a whole idle timeout again, not a cull at the next tick.
+    expect((await d.api('POST', `/api/sessions/${lonely.id}/revive`)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 1_000)); // two ticks, under the 1.5 s timeout
+    expect((await d.api('GET', `/api/sessions/${lonely.id}`)).json.session.state).toBe('running');
     const health = (await d.api('GET', '/api/health')).json;
     expect(health.monitor.lastTickAt).not.toBeNull();
     expect(typeof health.monitor.lastTickMs).toBe('number');
