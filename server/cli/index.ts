@@ -9,6 +9,7 @@ import { canReleaseMemory } from '../common/memory';
 import { dropNpmScriptEnv } from '../common/npmEnv';
 import { AgentRegistry } from '../agents/profiles';
 import { probeAgents } from '../agents/status';
+import { liveLockHolder, LOCK_FILE } from '../store/lock';
 
 /** `agentd start | sessions | token | doctor`: the daemon and a few operator helpers. */
 function config(): Config {
@@ -23,15 +24,46 @@ function config(): Config {
   }
 }
 
+/**
+ * The port of the daemon running on `dataDir`. The port file is trusted only
+ * while the daemon that holds the data directory's lock is alive: one left by
+ * a crash may name a port that another program listens on now, and the token
+ * must not go there.
+ */
+function daemonPort(dataDir: string): number {
+  const portFile = join(dataDir, 'agentd.port');
+  if (!existsSync(portFile)) throw new Error(`no running daemon found (${portFile} is missing); start one with "agentd start"`);
+  const holder = liveLockHolder(dataDir);
+  if (!holder) throw new Error(`no running daemon found: ${portFile} was left by a daemon that is no longer running (no live process holds ${join(dataDir, LOCK_FILE)}); start one with "agentd start"`);
+  const raw = readFileSync(portFile, 'utf8').trim();
+  const port = Number(raw);
+  if (!/^\d+$/.test(raw) || port < 1 || port > 65535) throw new Error(`${portFile} does not hold a port number (it holds ${JSON.stringify(raw.slice(0, 40))})`);
+  return port;
+}
+
 async function listSessions(json: boolean): Promise<void> {
   const c = config();
-  const portFile = join(c.dataDir, 'agentd.port');
-  const tokenFile = join(c.dataDir, 'token');
-  if (!existsSync(portFile)) throw new Error(`no running daemon found (${portFile} is missing); start one with "agentd start"`);
-  const port = readFileSync(portFile, 'utf8').trim();
-  const token = c.apiToken ?? readFileSync(tokenFile, 'utf8').trim();
-  const res = await fetch(`http://127.0.0.1:${port}/api/sessions`, { headers: { authorization: `Bearer ${token}` } });
-  const body = (await res.json()) as { sessions: Array<Record<string, unknown>> };
+  const port = daemonPort(c.dataDir);
+  const token = c.apiToken ?? readFileSync(join(c.dataDir, 'token'), 'utf8').trim();
+  const url = `http://127.0.0.1:${port}/api/sessions`;
+  let res: Response;
+  try {
+    res = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+  } catch (err) {
+    throw new Error(`the daemon (pid ${liveLockHolder(c.dataDir)?.pid ?? '?'}) does not answer on ${url}: ${(err as Error).message}`);
+  }
+  const text = await res.text();
+  let body: { sessions?: Array<Record<string, unknown>>; error?: { code: string; message: string } };
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new Error(`what answers on ${url} is not agentd (HTTP ${res.status}, not JSON)`);
+  }
+  if (!res.ok || !Array.isArray(body.sessions)) {
+    const why = body.error ? `${body.error.code}: ${body.error.message}` : 'no session list';
+    const hint = res.status === 401 ? ' (is API_TOKEN the daemon\'s, or unset to use the token file?)' : '';
+    throw new Error(`the daemon answered HTTP ${res.status}, ${why}${hint}`);
+  }
   if (json) {
     process.stdout.write(JSON.stringify(body, null, 2) + '\n');
     return;

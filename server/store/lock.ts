@@ -113,6 +113,13 @@ function removeStale(file: string, staleContent: string): void {
   }
 }
 
+/** The live daemon holding `dataDir`'s lock, or null if none does (no lock, or its holder is gone). */
+export function liveLockHolder(dataDir: string): LockHolder | null {
+  const raw = readOrNull(path.join(dataDir, LOCK_FILE));
+  const holder = raw === null ? null : parseHolder(raw);
+  return holder && isAlive(holder) ? holder : null;
+}
+
 function parseHolder(raw: string): LockHolder | null {
   try {
     const value = JSON.parse(raw) as Partial<LockHolder>;
