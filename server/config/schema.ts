@@ -88,6 +88,14 @@ function isOrigin(value: string): boolean {
 
 const positive = z.coerce.number().positive();
 const nonNegative = z.coerce.number().min(0);
+/**
+ * Time settings have a ceiling: past it a date cannot be written (SESSION_TIMEOUT_HOURS=1e12 made every
+ * session listing fail) or a timer overflows (Node runs a setInterval of more than 2^31 ms every 1 ms).
+ */
+const YEAR_HOURS = 8_760;
+const DAY_SECONDS = 86_400;
+const hours = (atLeast: z.ZodNumber) => atLeast.max(YEAR_HOURS, `must be at most ${YEAR_HOURS} (a year)`);
+const seconds = (atLeast: z.ZodNumber) => atLeast.max(DAY_SECONDS, `must be at most ${DAY_SECONDS} (a day)`);
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 /** The warning must come before the end of a session's lifetime; null when it does (or either is not a number yet). */
@@ -107,17 +115,17 @@ export const configSchema = z
     allowedOrigins: z.array(z.string().refine(isOrigin, (o) => ({ message: `${o} is not an origin: scheme://host[:port], nothing after it (it could never match a browser's Origin header)` }))),
     maxConcurrentSessions: int(1, 10_000).default(10),
     maxConnections: int(1, 100_000).default(1000),
-    sessionTimeoutHours: positive.default(24),
-    sessionWarningHours: positive.default(20),
-    idleTimeoutHours: nonNegative.default(0),
+    sessionTimeoutHours: hours(positive).default(24),
+    sessionWarningHours: hours(positive).default(20),
+    idleTimeoutHours: hours(nonNegative).default(0),
     maxMemoryPerSessionMB: positive.default(500),
     maxTotalMemoryGB: positive.default(2),
     cpuUsageLimitPercent: positive.default(80),
-    cpuSustainSeconds: nonNegative.default(60),
-    healthCheckIntervalSeconds: positive.default(30),
+    cpuSustainSeconds: seconds(nonNegative).default(60),
+    healthCheckIntervalSeconds: seconds(positive).default(30),
     maxSessionHistoryMB: positive.default(50),
-    chatWaitSeconds: nonNegative.default(120),
-    retentionDays: nonNegative.default(30),
+    chatWaitSeconds: seconds(nonNegative).default(120),
+    retentionDays: nonNegative.max(36_500, 'must be at most 36500 (a century)').default(30),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     agents: z.record(agentProfileSchema).default({}),
   })

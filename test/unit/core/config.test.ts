@@ -37,6 +37,14 @@ describe('configuration', () => {
     expect(() => loadConfig({ HOME: dir, SESSION_WARNING_HOURS: '30' })).toThrow('SESSION_WARNING_HOURS: must be less than SESSION_TIMEOUT_HOURS (24)');
   });
 
+  it('refuses time settings past their ceiling (a date that cannot be written, a timer that overflows)', () => {
+    const env = { HOME: dir, SESSION_TIMEOUT_HOURS: '1e12', HEALTH_CHECK_INTERVAL_SECONDS: '3000000', CHAT_WAIT_SECONDS: '1e9', RETENTION_DAYS: '1e9' };
+    expect(() => loadConfig(env)).toThrow(
+      /SESSION_TIMEOUT_HOURS: must be at most 8760 \(a year\)[\s\S]*HEALTH_CHECK_INTERVAL_SECONDS: must be at most 86400 \(a day\)[\s\S]*CHAT_WAIT_SECONDS[\s\S]*RETENTION_DAYS/,
+    );
+    expect(loadConfig({ HOME: dir, SESSION_TIMEOUT_HOURS: '8760', SESSION_WARNING_HOURS: '8000', HEALTH_CHECK_INTERVAL_SECONDS: '86400' }).sessionTimeoutHours).toBe(8760);
+  });
+
   it('says that ~ and $VARIABLES are not expanded in DATA_DIR and ALLOWED_ROOTS, and where a missing root came from', () => {
     const problems = (env: NodeJS.ProcessEnv) => {
       try {
