@@ -7,7 +7,13 @@ export interface ProcUsage {
   state: string;
   /** Start time in clock ticks since boot: with the pid, identifies a process across pid reuse. */
   startTime: number;
-  /** utime + stime, in clock ticks. */
+  /** Parent pid. */
+  ppid: number;
+  /**
+   * utime + stime + cutime + cstime, in clock ticks: its own CPU and that of
+   * the children it has reaped (a shell loop's short-lived commands are only
+   * ever seen there).
+   */
   cpuTicks: number;
   /** Resident set size, in pages. */
   rssPages: number;
@@ -39,12 +45,13 @@ export function readProcUsage(pid: number): ProcUsage | null {
     return null;
   }
   // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
-  // Fields counted from 3 (state) as in proc(5): utime 14, stime 15, starttime 22, rss 24.
+  // Fields counted from 3 (state) as in proc(5): ppid 4, utime 14, stime 15, cutime 16, cstime 17, starttime 22, rss 24.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 22);
   return {
     pid,
     state: rest[0],
-    cpuTicks: Number(rest[11]) + Number(rest[12]),
+    ppid: Number(rest[1]),
+    cpuTicks: Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14]),
     startTime: Number(rest[19]),
     rssPages: Number(rest[21]),
   };
