@@ -59,8 +59,15 @@ function fileAgentsOf(json: unknown): Record<string, unknown> | null {
 function profileProblemsOf(json: unknown): string[] {
   const agents = fileAgentsOf(json);
   if (!agents) return [];
-  const valid = Object.entries(agents).filter(([, p]) => agentProfileSchema.safeParse(p).success);
-  return profileProblems(Object.fromEntries(valid) as Record<string, AgentProfileInput>).map((p) => `CONFIG_FILE agents.${p.path.join('.')}: ${p.message}`);
+  // Every profile that is an object, also one with a bad field (that field is named by the schema's own message):
+  // its command and prompt pattern are checked when they are strings.
+  const views = Object.entries(agents).flatMap(([name, p]) => {
+    if (!p || typeof p !== 'object' || Array.isArray(p)) return [];
+    if (agentProfileSchema.safeParse(p).success) return [[name, p]];
+    const { command, promptPattern } = p as Record<string, unknown>;
+    return [[name, { command: typeof command === 'string' ? command : command === undefined ? undefined : '-', promptPattern: typeof promptPattern === 'string' ? promptPattern : undefined }]];
+  });
+  return profileProblems(Object.fromEntries(views) as Record<string, AgentProfileInput>).map((p) => `CONFIG_FILE agents.${p.path.join('.')}: ${p.message}`);
 }
 
 /**

@@ -82,6 +82,20 @@ describe('configuration', () => {
     for (const part of ['PORT', 'newbie.command', 'py.promptPattern', '/definitely/missing']) expect(message).toContain(part);
   });
 
+  it('names every problem of one profile, its command too when another field is bad', () => {
+    const file = join(dir, 'two-problems.json');
+    writeFileSync(file, JSON.stringify({ agents: { y: { command: '../bin/a', idleMs: -5 }, z: { idleMs: 'soon' } } }));
+    let message = '';
+    try {
+      loadConfig({ HOME: dir, CONFIG_FILE: file });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    for (const part of ['agents.y.idleMs', 'agents.y.command: ../bin/a must be an absolute path or a bare program name', 'agents.z.idleMs', 'agents.z.command: is required for a new profile']) {
+      expect(message).toContain(part);
+    }
+  });
+
   it('names a profile\'s problems even when the file is wrong elsewhere too', () => {
     const file = join(dir, 'mixed.json');
     writeFileSync(file, JSON.stringify({ agents: { x: { args: ['a'] } }, allowedRoots: '/tmp' }));
