@@ -328,8 +328,11 @@ export class Session extends Disposable implements MonitoredSession {
   warn(expiresAtWallMs: number): void {
     const now = this.deps.clock.now();
     this.record.warnedAt = now;
-    this.stream.sendJson({ type: 'warning', expiresAt: iso(expiresAtWallMs) });
-    this.deps.store.addEvent({ sessionId: this.id, type: 'warned', at: now, detail: { expiresAt: iso(expiresAtWallMs) } });
+    // The stored deadline, which the session's expiresAt shows: the monitor's is converted from the monotonic clock
+    // again and may be a millisecond off it.
+    const expiresAt = iso(this.record.expiresAt ?? expiresAtWallMs);
+    this.stream.sendJson({ type: 'warning', expiresAt });
+    this.deps.store.addEvent({ sessionId: this.id, type: 'warned', at: now, detail: { expiresAt } });
     this.persist();
   }
   recordUsage(sample: ResourceSample | null): void {

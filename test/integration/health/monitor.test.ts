@@ -59,6 +59,7 @@ describe('health monitor with real processes', () => {
     expect(new Date(warning.expiresAt).toISOString()).toBe(warning.expiresAt);
     const warnedSession = (await d.api('GET', `/api/sessions/${s.id}`)).json.session;
     expect(warnedSession.warnedAt).not.toBeNull();
+    expect(warning.expiresAt).toBe(warnedSession.expiresAt); // the same deadline, to the millisecond
     await ws.nextJson((f) => f.type === 'expired', 5_000);
     const exit = await ws.nextJson((f) => f.type === 'exit', 5_000);
     expect(exit.reason).toMatch(/lifetime/);
