@@ -94,9 +94,17 @@ async function doctor(): Promise<number> {
       ? 'ok    native helper built (memory freed after bursts goes back to the OS; floods of output are read off the event loop)\n'
       : 'info  native helper not built: agentd works, but keeps memory freed after bursts and reads floods of output on its event loop (~0.65x the throughput) — "npm rebuild" builds it (needs make, gcc)\n',
   );
-  const c = config();
-  check(true, `config valid (DATA_DIR ${c.dataDir}, roots ${c.allowedRoots.join(':')})`);
-  const agents = await probeAgents(new AgentRegistry(c.agents), Object.keys({ shell: 1, claude: 1, codex: 1, ...c.agents }), true);
+  let configured: Config['agents'] = {};
+  try {
+    const c = loadConfig();
+    configured = c.agents;
+    check(true, `config valid (DATA_DIR ${c.dataDir}, roots ${c.allowedRoots.join(':')})`);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // Still look for the built-in agents: the rest of the report helps fix the machine while the file is fixed.
+    check(false, 'config valid', `${err.message.trimEnd()}\n      (the agents below are the built-in ones only)`);
+  }
+  const agents = await probeAgents(new AgentRegistry(configured), Object.keys({ shell: 1, claude: 1, codex: 1, ...configured }), true);
   for (const [name, s] of Object.entries(agents)) {
     process.stdout.write(`${s.available ? 'ok  ' : 'info'}  agent ${name}: ${s.available ? `${s.command}${s.version ? ` (${s.version})` : ''}` : s.message}\n`);
   }

@@ -56,3 +56,14 @@ describe('agentd sessions (the CLI)', () => {
     expect(seen).toEqual([]);
   }, 30_000);
 });
+
+describe('agentd doctor', () => {
+  it('reports a bad configuration as a FAIL line and still looks for the built-in agents', async () => {
+    const dir = tmpdir('doctor');
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ agents: { y: { command: '../x' } } }));
+    const res = await cli(['doctor'], { DATA_DIR: join(dir, 'data'), ALLOWED_ROOTS: dir, CONFIG_FILE: join(dir, 'bad.json') });
+    expect(res.code).toBe(1);
+    expect(res.stdout).toMatch(/^FAIL {2}config valid — invalid configuration:\n.*agents\.y\.command: \.\.\/x must be an absolute path/m);
+    expect(res.stdout).toMatch(/^ok {4}agent shell: /m);
+  }, 30_000);
+});
