@@ -32,6 +32,9 @@ export async function main(): Promise<void> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const token = ensureToken(config);
   const store = openStore(config, logger);
+  // The data directory is ours now (openStore took its lock): a port file left by a crashed daemon goes before
+  // anything else, so nobody reads it while this one restores (the CLI trusts it while the lock's holder lives).
+  rmSync(join(config.dataDir, 'agentd.port'), { force: true });
   const app = createApp(config, { logger, store, token: token.token });
   await app.restore();
 

@@ -209,7 +209,9 @@ export function hasVisibleText(text: string): boolean {
  * reads past. Commands go through a terminal client or POST /input.
  */
 export function asPrompt(text: string): string {
-  const start = text.trimStart();
+  // Leading blanks and control characters too: a paste drops the controls, and the CLI would see the `/` first.
+  // eslint-disable-next-line no-control-regex
+  const start = text.replace(/^[\s\x00-\x1f\x7f]+/, '');
   return start.startsWith('/') || start.startsWith('!') ? `${ZERO_WIDTH_SPACE}${start}` : text;
 }
 const ZERO_WIDTH_SPACE = '\u200b';

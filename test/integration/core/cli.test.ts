@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { createServer, IncomingHttpHeaders, Server } from 'node:http';
 import { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { DaemonProcess, startDaemonProcess } from '../../helpers/daemonProcess';
 import { cleanupTmp, tmpdir } from '../../helpers/tmp';
 
@@ -54,6 +54,26 @@ describe('agentd sessions (the CLI)', () => {
     expect(stale.code).toBe(1);
     expect(stale.stderr).toContain('was left by a daemon that is no longer running');
     expect(seen).toEqual([]);
+  }, 30_000);
+});
+
+describe('a starting daemon and the port file', () => {
+  it('removes a port file left by a crash as soon as it holds the data directory, before it listens (or fails to)', async () => {
+    const dataDir = tmpdir('port-data');
+    const root = tmpdir('port-root');
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    const taken = (busy.address() as AddressInfo).port;
+    writeFileSync(join(dataDir, 'agentd.port'), '4242\n'); // what a crashed daemon left
+    const main = join(__dirname, '..', '..', '..', 'dist', 'server', 'main.js');
+    const code = await new Promise<number | null>((resolve) => {
+      execFile(process.execPath, [main], { env: { ...process.env, DATA_DIR: dataDir, ALLOWED_ROOTS: root, PORT: String(taken), HOST: '127.0.0.1', API_TOKEN: '', LOG_LEVEL: 'silent' } }, (err) =>
+        resolve(err ? ((err as { code?: number }).code ?? 1) : 0),
+      );
+    });
+    busy.close();
+    expect(code).not.toBe(0); // the port was taken
+    expect(existsSync(join(dataDir, 'agentd.port'))).toBe(false);
   }, 30_000);
 });
 

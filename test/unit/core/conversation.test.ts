@@ -220,6 +220,8 @@ describe('a chat message is a prompt, not a command of the CLI', () => {
   it('puts a zero-width space before a leading / or ! and leaves other text alone', () => {
     expect(asPrompt('/help')).toBe('\u200b/help');
     expect(asPrompt('  !rm -rf x')).toBe('\u200b!rm -rf x');
+    // Control characters before it would be dropped by the paste, leaving the / or ! first.
+    for (const sneaky of ['\x01/help', '\x00!id', '\x7f/status', '\x1b/help', '\t\x03 !id']) expect(asPrompt(sneaky)).toMatch(/^\u200b[/!]/);
     expect(asPrompt('what does /etc/hosts do?')).toBe('what does /etc/hosts do?');
     expect(asPrompt(' plain')).toBe(' plain');
   });
