@@ -11,17 +11,25 @@ const PIDS_PER_SLICE = 200;
 
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** Where a process's CPU time stood when last read, to turn the next reading into a rate. */
-interface CpuMark {
+/** One process's reading in this call (shared by the targets that include it). */
+interface Reading {
+  usage: ProcUsage;
+  memoryBytes: number;
+}
+
+/** A process of a session as the last call found it: its CPU total then, and its parent (to see who reaped it). */
+interface Member {
   startTime: number;
   ppid: number;
-  /** Its own and its reaped children's (ProcUsage.cpuTicks). */
   cpuTicks: number;
-  /** performance.now() of the reading. */
-  at: number;
-  /** What this reading measured (reused when two targets share a pid). */
-  memoryBytes: number;
-  cpuPercent: number;
+}
+
+/** A session's processes at the last call, for the CPU rate since. */
+interface SessionMark {
+  /** /proc/uptime then, seconds: the time base of start times. */
+  uptime: number;
+  /** Keyed by pid; a member only counts as the same process with the same start time. */
+  members: Map<number, Member>;
 }
 
 /**
@@ -29,15 +37,19 @@ interface CpuMark {
  * call (ProcessTable) finds each session's tree and the processes that left it
  * but carry its tag, then each of those processes' /proc/<pid>/stat is read.
  *
- * CPU is the rate since the previous call, per process, its reaped children's
- * CPU included; a process seen for the first time reports its average since
- * it started. Children reaped by a process of the session between two calls
- * are only seen in their parent's total: that is how a shell loop's
- * short-lived commands count (a `while :; do /bin/true; done` measured 14–19 %
- * of a core without them, ~100 % with). A child that was itself sampled before
- * it was reaped would count twice, so what it had when last seen is taken off. Readings are keyed by pid
- * *and* start time, so a reused pid starts afresh. Calls must not overlap
- * (the monitor's ticks never do): each one moves the marks on.
+ * CPU is a session's rate since the previous call, from the sum of its
+ * processes' totals (/proc utime + stime + cutime + cstime, zombies included).
+ * A child's CPU moves into its parent's cutime when it is reaped, so the sum
+ * carries on across short-lived commands: a shell loop of them that used a
+ * whole core read 14–19 % when only the processes alive at each call counted.
+ * What leaves the session otherwise is taken out of the previous sum: a
+ * process gone with no surviving ancestor in the session (reaped by init, or
+ * the root reaped by the daemon) takes its last total with it, and a process
+ * that was already running when it joined the session brings in only its
+ * share of the interval. A session seen for the first time reports each
+ * process's average since it started. Readings are keyed by pid *and* start
+ * time, so a reused pid starts afresh. Calls must not overlap (the monitor's
+ * ticks never do).
  *
  * Why not pidusage, the stack's first choice: it keeps an open fd on each
  * pid's stat file, keyed by pid alone, and refreshes that entry on every call.
@@ -53,9 +65,7 @@ interface CpuMark {
  * of that.
  */
 export class ProcResourceSampler implements ResourceSampler, IDisposable {
-  private marks = new Map<number, CpuMark>();
-  /** Each session's processes at the last call: those gone since were reaped, maybe by one of its own. */
-  private lastPids = new Map<string, number[]>();
+  private marks = new Map<string, SessionMark>();
   private units: Promise<SystemUnits> | null = null;
   private disposed = false;
 
@@ -65,7 +75,6 @@ export class ProcResourceSampler implements ResourceSampler, IDisposable {
     const out = new Map<string, ResourceSample>();
     if (this.disposed || targets.length === 0) {
       this.marks.clear();
-      this.lastPids.clear();
       return out;
     }
     const units = await (this.units ??= querySystemUnits());
@@ -87,94 +96,84 @@ export class ProcResourceSampler implements ResourceSampler, IDisposable {
       }
     }
     const uptime = readUptimeSeconds();
-    const next = new Map<number, CpuMark>();
-    const lastPids = new Map<string, number[]>();
+    const readings = new Map<number, Reading | null>();
+    const marks = new Map<string, SessionMark>();
     for (let i = 0; i < targets.length; i++) {
       if (i > 0 && i % TARGETS_PER_SLICE === 0) await yieldToLoop();
       const target = targets[i];
-      const sample = this.measureTarget(sessionPids(table, tagged, holders, target), units, uptime, next);
-      if (!sample) continue;
-      sample.cpuPercent = Math.max(0, sample.cpuPercent - this.countedBeforeReaping(target.sessionId, sample.pids, units));
+      const sample: ResourceSample = { memoryBytes: 0, cpuPercent: 0, pids: [] };
+      const members = new Map<number, Member>();
+      for (const pid of sessionPids(table, tagged, holders, target)) {
+        if (!readings.has(pid)) readings.set(pid, this.read(pid, units));
+        const reading = readings.get(pid);
+        if (!reading) continue; // gone between the listing and the read
+        const { usage } = reading;
+        members.set(pid, { startTime: usage.startTime, ppid: usage.ppid, cpuTicks: usage.cpuTicks });
+        // A zombie holds no memory and is no process to end; its CPU is still in the sum until it is reaped.
+        if (usage.state === 'Z') continue;
+        sample.memoryBytes += reading.memoryBytes;
+        sample.pids.push(pid);
+      }
+      if (!sample.pids.length) continue;
+      sample.cpuPercent = cpuPercentOf(members, this.marks.get(target.sessionId), uptime, units.clockTicks);
       out.set(target.sessionId, sample);
-      lastPids.set(target.sessionId, sample.pids);
+      marks.set(target.sessionId, { uptime, members });
     }
-    // Only processes alive now are remembered: the map never outgrows the process table.
-    if (!this.disposed) {
-      this.marks = next;
-      this.lastPids = lastPids;
-    }
+    // Only sessions measured now are remembered: the map never outgrows the targets.
+    if (!this.disposed) this.marks = marks;
     return out;
   }
 
-  /**
-   * The CPU rate to take off a session's sum: processes sampled last time that
-   * are gone now and whose parent is still one of the session's have been
-   * reaped by it, and their whole total (what was counted then included) has
-   * just landed in the parent's.
-   */
-  private countedBeforeReaping(sessionId: string, pids: number[], units: SystemUnits): number {
-    const before = this.lastPids.get(sessionId);
-    if (!before) return 0;
-    const now = new Set(pids);
-    const at = performance.now();
-    let percent = 0;
-    for (const pid of before) {
-      const mark = this.marks.get(pid);
-      if (!mark || now.has(pid) || !now.has(mark.ppid)) continue;
-      const wallSeconds = (at - mark.at) / 1000;
-      if (wallSeconds > 0) percent += (mark.cpuTicks / units.clockTicks / wallSeconds) * 100;
-    }
-    return percent;
-  }
-
-  private measureTarget(pids: Iterable<number>, units: SystemUnits, uptime: number, next: Map<number, CpuMark>): ResourceSample | null {
-    const sample: ResourceSample = { memoryBytes: 0, cpuPercent: 0, pids: [] };
-    for (const pid of pids) {
-      const mark = next.get(pid) ?? this.measure(pid, units, uptime);
-      if (!mark) continue;
-      next.set(pid, mark);
-      sample.memoryBytes += mark.memoryBytes;
-      sample.cpuPercent += mark.cpuPercent;
-      sample.pids.push(pid);
-    }
-    return sample.pids.length ? sample : null;
-  }
-
-  private measure(pid: number, units: SystemUnits, uptime: number): CpuMark | null {
+  private read(pid: number, units: SystemUnits): Reading | null {
     const usage = readProcUsage(pid);
-    // Gone between the listing and the read, or a zombie (no memory; its parent reaps it).
-    if (!usage || usage.state === 'Z') return null;
-    const at = performance.now();
-    return {
-      startTime: usage.startTime,
-      ppid: usage.ppid,
-      cpuTicks: usage.cpuTicks,
-      at,
-      memoryBytes: usage.rssPages * units.pageSize,
-      cpuPercent: this.cpuPercent(usage, at, units, uptime),
-    };
-  }
-
-  private cpuPercent(usage: ProcUsage, at: number, units: SystemUnits, uptime: number): number {
-    const prev = this.marks.get(usage.pid);
-    let cpuSeconds: number;
-    let wallSeconds: number;
-    if (prev && prev.startTime === usage.startTime) {
-      cpuSeconds = (usage.cpuTicks - prev.cpuTicks) / units.clockTicks;
-      wallSeconds = (at - prev.at) / 1000;
-    } else {
-      // First sight of this process (or of this pid's new owner): its average since it started.
-      cpuSeconds = usage.cpuTicks / units.clockTicks;
-      wallSeconds = uptime - usage.startTime / units.clockTicks;
-    }
-    return wallSeconds > 0 ? Math.max(0, (cpuSeconds / wallSeconds) * 100) : 0;
+    return usage ? { usage, memoryBytes: usage.state === 'Z' ? 0 : usage.rssPages * units.pageSize } : null;
   }
 
   dispose(): void {
     this.disposed = true;
     this.marks.clear();
-    this.lastPids.clear();
   }
+}
+
+/** A session's CPU rate, percent of one core, from its members now and at the last call (see the class comment). */
+function cpuPercentOf(now: Map<number, Member>, last: SessionMark | undefined, uptime: number, clockTicks: number): number {
+  const ageOf = (m: Member) => uptime - m.startTime / clockTicks;
+  if (!last) {
+    // First sight of the session: each process's average since it started.
+    let percent = 0;
+    for (const m of now.values()) if (ageOf(m) > 0) percent += (m.cpuTicks / clockTicks / ageOf(m)) * 100;
+    return percent;
+  }
+  const seconds = uptime - last.uptime;
+  if (seconds <= 0) return 0;
+  const same = (pid: number, m: Member | undefined) => !!m && now.get(pid)?.startTime === m.startTime;
+  let nowTicks = 0;
+  let lastTicks = 0;
+  for (const [pid, m] of now) {
+    nowTicks += m.cpuTicks;
+    const before = last.members.get(pid);
+    if (same(pid, before)) lastTicks += before!.cpuTicks;
+    else if (ageOf(m) > seconds) lastTicks += m.cpuTicks * (1 - seconds / ageOf(m)); // joined while running: its share only
+  }
+  for (const [pid, m] of last.members) {
+    if (same(pid, m)) continue;
+    // Gone: its total went up to the nearest ancestor that is still here (counted in nowTicks), or out of the session.
+    if (!survivingAncestor(m, last.members, now)) continue;
+    lastTicks += m.cpuTicks;
+  }
+  return Math.max(0, ((nowTicks - lastTicks) / clockTicks / seconds) * 100);
+}
+
+/** Whether a process that is gone was reaped within the session: some ancestor of it, through others gone too, is still here. */
+function survivingAncestor(gone: Member, last: Map<number, Member>, now: Map<number, Member>): boolean {
+  let ppid = gone.ppid;
+  for (let hops = 0; hops < 64 && ppid > 1; hops++) {
+    if (now.has(ppid)) return true;
+    const parent = last.get(ppid);
+    if (!parent) return false;
+    ppid = parent.ppid;
+  }
+  return false;
 }
 
 /** A session's processes: its tree, every process carrying its tag and every one holding its terminal, without duplicates. */

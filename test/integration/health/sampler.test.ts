@@ -189,6 +189,40 @@ describe('ProcResourceSampler on real processes', () => {
     }
   });
 
+  // Whatever the shape of the work, the readings must add up to the CPU the tree really used: the root's own and its
+  // reaped descendants' ticks once everything has ended, independently of the sampler. A child that outlives a tick
+  // was counted twice by the first version of the reaped-children sum; a wrapper chain (sh -c sh -c) ending within
+  // a tick, and a parent that reaps late, too.
+  it.each([
+    ['children that outlive a tick', 'for i in 1 2 3 4; do python3 BURN 0.7; sleep 0.2; done'],
+    ['a wrapper chain that ends within a tick', 'for i in 1 2 3 4 5 6; do sh -c "sh -c \'python3 BURN 0.3\'; true"; sleep 0.2; done'],
+    ['a parent that reaps late', 'python3 -c "import subprocess, sys, time; p = subprocess.Popen([sys.executable, \'BURN\', \'1.5\']); time.sleep(2.5); p.wait()"'],
+  ])('adds up to the CPU really used: %s', async (_, work) => {
+    const burn = join(workDir, 'burn.py');
+    writeFileSync(burn, 'import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end: pass\n');
+    const tree = startTree('sum', `sleep 0.6; ${work.split('BURN').join(burn)}; sleep 60`);
+    const root = tree.rootPid!;
+    await waitFor(async () => (await sampleOf(tree))?.pids.includes(root), 'the root to be sampled');
+    const start = { at: performance.now(), ticks: cpuTicksOf(root, true) };
+    let last = performance.now();
+    let cpuSeconds = 0;
+    // Until the work is over (all of it takes about 3 s; then only the final sleep is left) and two ticks saw quiet.
+    let quietTicks = 0;
+    while (quietTicks < 2 || performance.now() - start.at < 3_000) {
+      await new Promise((r) => setTimeout(r, 500));
+      const sample = (await sampleOf(tree))!;
+      const now = performance.now();
+      cpuSeconds += (sample.cpuPercent / 100) * ((now - last) / 1000);
+      last = now;
+      quietTicks = sample.cpuPercent < 5 ? quietTicks + 1 : 0;
+    }
+    const { clockTicks } = await querySystemUnits();
+    const truth = (cpuTicksOf(root, true) - start.ticks) / clockTicks;
+    expect(truth).toBeGreaterThan(0.8); // the work did burn CPU
+    expect(cpuSeconds).toBeGreaterThan(truth * 0.75);
+    expect(cpuSeconds).toBeLessThan(truth * 1.25 + 0.1);
+  }, 30_000);
+
   it('shrugs off processes that vanish between the listing and the read', async () => {
     const churn = startTree('churn', 'while :; do /bin/true; done');
     for (let i = 0; i < 30; i++) {
