@@ -6,7 +6,6 @@ import { ChatService, MAX_MESSAGE_CHARS } from '../../sessions/ChatService';
 import { hasVisibleText } from '../../sessions/Conversation';
 import { Session } from '../../sessions/Session';
 
-
 /**
  * The chat socket of the existing iOS app (`/api/claude/ws`, `/api/codex/ws`):
  * `{content, session_id, device_id}` in; `state`, `permission` and
