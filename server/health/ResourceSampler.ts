@@ -45,8 +45,8 @@ interface SessionMark {
  * What leaves the session otherwise is taken out of the previous sum: a
  * process gone with no surviving ancestor in the session (reaped by init, or
  * the root reaped by the daemon) takes its last total with it, and a process
- * that was already running when it joined the session brings in only its
- * share of the interval. A session seen for the first time reports each
+ * that was already running when it joined the session counts from the next
+ * interval on. A session seen for the first time reports each
  * process's average since it started. Readings are keyed by pid *and* start
  * time, so a reused pid starts afresh. Calls must not overlap (the monitor's
  * ticks never do).
@@ -153,7 +153,10 @@ function cpuPercentOf(now: Map<number, Member>, last: SessionMark | undefined, u
     nowTicks += m.cpuTicks;
     const before = last.members.get(pid);
     if (same(pid, before)) lastTicks += before!.cpuTicks;
-    else if (ageOf(m) > seconds) lastTicks += m.cpuTicks * (1 - seconds / ageOf(m)); // joined while running: its share only
+    // Joined while running (found by its tag or terminal only now): its past, and its children's, is not this
+    // interval's; it counts from here on. (A lifetime average instead charged a joiner whose children had burnt
+    // before it joined, 165 % for a process that then slept.)
+    else if (ageOf(m) > seconds) lastTicks += m.cpuTicks;
   }
   for (const [pid, m] of last.members) {
     if (same(pid, m)) continue;
@@ -176,10 +179,20 @@ function survivingAncestor(gone: Member, last: Map<number, Member>, now: Map<num
   return false;
 }
 
-/** A session's processes: its tree, every process carrying its tag and every one holding its terminal, without duplicates. */
+/**
+ * A session's processes: its tree, every process carrying its tag or holding
+ * its terminal, and their descendants, without duplicates. The descendants of
+ * a tagged process that left the tree count too: children it started without
+ * the tag, and its zombies (whose environment reads empty), whose CPU lands in
+ * its total when it reaps them and must have been counted before.
+ */
 function sessionPids(table: ProcessTable, tagged: Map<string, number[]>, holders: Map<string, number[]>, target: ProcessTarget): Set<number> {
-  const pids = new Set<number>(tagged.get(target.tag) ?? []);
-  if (target.tty) for (const pid of holders.get(target.tty) ?? []) pids.add(pid);
-  if (target.rootPid) for (const pid of table.descendants(target.rootPid)) pids.add(pid);
+  const pids = new Set<number>();
+  const roots = [...(tagged.get(target.tag) ?? []), ...(target.tty ? (holders.get(target.tty) ?? []) : [])];
+  if (target.rootPid) roots.push(target.rootPid);
+  for (const root of roots) {
+    if (pids.has(root)) continue; // already found as someone's descendant: so are its own
+    for (const pid of table.descendants(root)) pids.add(pid);
+  }
   return pids;
 }

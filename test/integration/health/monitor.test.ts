@@ -1,4 +1,5 @@
 import { startDaemon, TestDaemon } from '../../helpers/app';
+import { withCpuLock } from '../../helpers/cpuLock';
 import { cleanupTmp } from '../../helpers/tmp';
 import { waitFor } from '../../helpers/wait';
 import { ProcessTable, readProc } from '../../../server/pty/processes';
@@ -36,18 +37,20 @@ describe('health monitor with real processes', () => {
   });
 
   it('kills a sustained busy loop for CPU, and lets a 1.5 s burst live', async () => {
-    const d = await daemon({ cpuUsageLimitPercent: 50, cpuSustainSeconds: 2.5 });
-    const burst = await d.create({ agent: 'shell' });
-    const hog = await d.create({ agent: 'shell' });
-    await d.api('POST', `/api/sessions/${burst.id}/input`, { data: `timeout 1.5 python3 -c 'while True: pass'; echo burst-done\r` });
-    await d.api('POST', `/api/sessions/${hog.id}/input`, { data: `bash -c "python3 -c 'while True: pass'" &\r` });
-    const killed = await waitFor(async () => {
-      const session = (await d.api('GET', `/api/sessions/${hog.id}`)).json.session;
-      return session.state === 'killed' ? session : null;
-    }, 15_000, 'cpu kill');
-    expect(killed.endReason).toMatch(/^cpu_limit: [\d.]+% > 50%/);
-    await waitFor(async () => (await d.api('GET', `/api/sessions/${burst.id}/history`)).text.includes('burst-done'), 5_000);
-    expect((await d.api('GET', `/api/sessions/${burst.id}`)).json.session.state).toBe('running');
+    await withCpuLock(async () => {
+      const d = await daemon({ cpuUsageLimitPercent: 50, cpuSustainSeconds: 2.5 });
+      const burst = await d.create({ agent: 'shell' });
+      const hog = await d.create({ agent: 'shell' });
+      await d.api('POST', `/api/sessions/${burst.id}/input`, { data: `timeout 1.5 python3 -c 'while True: pass'; echo burst-done\r` });
+      await d.api('POST', `/api/sessions/${hog.id}/input`, { data: `bash -c "python3 -c 'while True: pass'" &\r` });
+      const killed = await waitFor(async () => {
+        const session = (await d.api('GET', `/api/sessions/${hog.id}`)).json.session;
+        return session.state === 'killed' ? session : null;
+      }, 15_000, 'cpu kill');
+      expect(killed.endReason).toMatch(/^cpu_limit: [\d.]+% > 50%/);
+      await waitFor(async () => (await d.api('GET', `/api/sessions/${burst.id}/history`)).text.includes('burst-done'), 5_000);
+      expect((await d.api('GET', `/api/sessions/${burst.id}`)).json.session.state).toBe('running');
+    });
   });
 
   it('sends a warning frame, then expires the session with an expired frame', async () => {

@@ -7,6 +7,7 @@ import { ProcessTable, readProc } from '../../../server/pty/processes';
 import { ProcResourceSampler } from '../../../server/health/ResourceSampler';
 import { querySystemUnits, readProcUsage } from '../../../server/health/procStat';
 import type { ProcessTarget, ResourceSample } from '../../../server/health/types';
+import { withCpuLock } from '../../helpers/cpuLock';
 
 const MiB = 2 ** 20;
 /** Unique per run, so cleanup finds exactly what this file started. */
@@ -48,8 +49,9 @@ beforeAll(() => {
   workDir = mkdtempSync(join(tmpdir(), 'agentd-sampler-'));
 });
 
-afterAll(async () => {
-  for (const child of children) {
+/** Ends every process a test started, so that no busy loop outlives its test (another file's CPU test runs beside). */
+async function endAll(): Promise<void> {
+  for (const child of children.splice(0)) {
     try {
       process.kill(-child.pid!, 'SIGKILL');
     } catch {
@@ -65,6 +67,12 @@ afterAll(async () => {
     }
   }
   await waitFor(() => ourTaggedPids().length === 0, 'every test process to be gone');
+}
+
+afterEach(endAll);
+
+afterAll(async () => {
+  await endAll();
   sampler.dispose();
   rmSync(workDir, { recursive: true, force: true });
 });
@@ -127,66 +135,70 @@ describe('ProcResourceSampler on real processes', () => {
   });
 
   it('reads ~100% CPU for a busy-looping grandchild (what it really got, under load)', async () => {
-    const spin = startTree('spin', 'python3 -c "while True: pass" & wait');
-    const first = await waitFor(async () => {
-      const s = await sampleOf(spin);
-      return s && s.cpuPercent > 30 && s;
-    }, 'the loop to show');
-    const loop = first.pids.find((pid) => pid !== spin.rootPid)!;
-    const { clockTicks } = await querySystemUnits();
-    // Later samples are rates since the previous one. The sampler reads the loop's ticks at some moment inside each
-    // sampleOf call, so the truth is bracketed by readings taken just before and just after the calls: the rate must lie
-    // between the fewest ticks over the longest possible span and the most ticks over the shortest one.
-    // Alone on a core it reads ~100; with jest's other worker busy it gets less, and must read that.
-    const mark = () => ({ at: performance.now(), ticks: cpuTicksOf(loop) });
-    const percent = (ticks: number, ms: number) => (ticks / clockTicks / (ms / 1000)) * 100;
-    let before = mark();
-    await sampleOf(spin);
-    let after = mark();
-    for (let i = 0; i < 3; i++) {
-      await new Promise((r) => setTimeout(r, 400));
-      const b = mark();
-      const rate = (await sampleOf(spin))!.cpuPercent;
-      const a = mark();
-      const low = percent(b.ticks - after.ticks, a.at - before.at);
-      const high = percent(a.ticks - before.ticks, b.at - after.at);
-      // Other suites' busy loops may share the two cores: the figure must follow what the loop really got.
-      expect(rate).toBeGreaterThan(5);
-      expect(rate).toBeLessThanOrEqual(105); // one thread: at most a core, plus a tick of rounding
-      // A tick each side of rounding (10 ms of a ~400 ms window is 2.5 %).
-      expect(rate).toBeGreaterThanOrEqual(low - 6);
-      expect(rate).toBeLessThanOrEqual(high + 6);
-      before = b;
-      after = a;
-    }
+    await withCpuLock(async () => {
+      const spin = startTree('spin', 'python3 -c "while True: pass" & wait');
+      const first = await waitFor(async () => {
+        const s = await sampleOf(spin);
+        return s && s.cpuPercent > 30 && s;
+      }, 'the loop to show');
+      const loop = first.pids.find((pid) => pid !== spin.rootPid)!;
+      const { clockTicks } = await querySystemUnits();
+      // Later samples are rates since the previous one. The sampler reads the loop's ticks at some moment inside each
+      // sampleOf call, so the truth is bracketed by readings taken just before and just after the calls: the rate must lie
+      // between the fewest ticks over the longest possible span and the most ticks over the shortest one.
+      // Alone on a core it reads ~100; with jest's other worker busy it gets less, and must read that.
+      const mark = () => ({ at: performance.now(), ticks: cpuTicksOf(loop) });
+      const percent = (ticks: number, ms: number) => (ticks / clockTicks / (ms / 1000)) * 100;
+      let before = mark();
+      await sampleOf(spin);
+      let after = mark();
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 400));
+        const b = mark();
+        const rate = (await sampleOf(spin))!.cpuPercent;
+        const a = mark();
+        const low = percent(b.ticks - after.ticks, a.at - before.at);
+        const high = percent(a.ticks - before.ticks, b.at - after.at);
+        // Other suites' busy loops may share the two cores: the figure must follow what the loop really got.
+        expect(rate).toBeGreaterThan(5);
+        expect(rate).toBeLessThanOrEqual(105); // one thread: at most a core, plus a tick of rounding
+        // A tick each side of rounding (10 ms of a ~400 ms window is 2.5 %).
+        expect(rate).toBeGreaterThanOrEqual(low - 6);
+        expect(rate).toBeLessThanOrEqual(high + 6);
+        before = b;
+        after = a;
+      }
+    });
   });
 
   it('counts the CPU of the short-lived commands a shell loop runs (only ever seen in the shell\'s reaped-children time)', async () => {
-    const forks = startTree('forks', 'while :; do /bin/true; done');
-    const shell = forks.rootPid!;
-    const { clockTicks } = await querySystemUnits();
-    // The truth: the shell's own and its reaped children's ticks, read around each sample as in the test above.
-    const mark = () => ({ at: performance.now(), ticks: cpuTicksOf(shell, true) });
-    const percent = (ticks: number, ms: number) => (ticks / clockTicks / (ms / 1000)) * 100;
-    let before = mark();
-    await sampleOf(forks);
-    let after = mark();
-    const rates: Array<{ rate: number; low: number; high: number }> = [];
-    for (let i = 0; i < 3; i++) {
-      await new Promise((r) => setTimeout(r, 500));
-      const b = mark();
-      const rate = (await sampleOf(forks))!.cpuPercent;
-      const a = mark();
-      rates.push({ rate, low: percent(b.ticks - after.ticks, a.at - before.at), high: percent(a.ticks - before.ticks, b.at - after.at) });
-      before = b;
-      after = a;
-    }
-    // Counting only the processes alive at each sample read 14-19 % of a loop that used a whole core.
-    for (const { rate, low, high } of rates) {
-      expect(high).toBeGreaterThan(20); // the loop did burn CPU (less than a core when other suites' loops run beside it)
-      expect(rate).toBeGreaterThanOrEqual(low * 0.6 - 5);
-      expect(rate).toBeLessThanOrEqual(high * 1.3 + 10);
-    }
+    await withCpuLock(async () => {
+      const forks = startTree('forks', 'while :; do /bin/true; done');
+      const shell = forks.rootPid!;
+      const { clockTicks } = await querySystemUnits();
+      // The truth: the shell's own and its reaped children's ticks, read around each sample as in the test above.
+      const mark = () => ({ at: performance.now(), ticks: cpuTicksOf(shell, true) });
+      const percent = (ticks: number, ms: number) => (ticks / clockTicks / (ms / 1000)) * 100;
+      let before = mark();
+      await sampleOf(forks);
+      let after = mark();
+      const rates: Array<{ rate: number; low: number; high: number }> = [];
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        const b = mark();
+        const rate = (await sampleOf(forks))!.cpuPercent;
+        const a = mark();
+        rates.push({ rate, low: percent(b.ticks - after.ticks, a.at - before.at), high: percent(a.ticks - before.ticks, b.at - after.at) });
+        before = b;
+        after = a;
+      }
+      // Counting only the processes alive at each sample read 14-19 % of a loop that used a whole core.
+      for (const { rate, low, high } of rates) {
+        expect(high).toBeGreaterThan(20); // the loop did burn CPU (less than a core when other suites' loops run beside it)
+        expect(rate).toBeGreaterThanOrEqual(low * 0.6 - 5);
+        expect(rate).toBeLessThanOrEqual(high * 1.3 + 10);
+      }
+    });
   });
 
   // Whatever the shape of the work, the readings must add up to the CPU the tree really used: the root's own and its
@@ -198,39 +210,69 @@ describe('ProcResourceSampler on real processes', () => {
     ['a wrapper chain that ends within a tick', 'for i in 1 2 3 4 5 6; do sh -c "sh -c \'python3 BURN 0.3\'; true"; sleep 0.2; done'],
     ['a parent that reaps late', 'python3 -c "import subprocess, sys, time; p = subprocess.Popen([sys.executable, \'BURN\', \'1.5\']); time.sleep(2.5); p.wait()"'],
   ])('adds up to the CPU really used: %s', async (_, work) => {
-    const burn = join(workDir, 'burn.py');
-    // Burns that many seconds of CPU (not of wall time: on a busy machine it takes longer, and burns the same).
-    writeFileSync(burn, 'import sys, time\nend = time.process_time() + float(sys.argv[1])\nwhile time.process_time() < end: pass\n');
-    const tree = startTree('sum', `sleep 0.6; ${work.split('BURN').join(burn)}; sleep 60`);
-    const root = tree.rootPid!;
-    await waitFor(async () => (await sampleOf(tree))?.pids.includes(root), 'the root to be sampled');
-    const start = { at: performance.now(), ticks: cpuTicksOf(root, true) };
-    let last = performance.now();
-    let cpuSeconds = 0;
-    // Until the work is over (all of it takes about 3 s; then only the final sleep is left) and two ticks saw quiet.
-    let quietTicks = 0;
-    while (quietTicks < 2 || performance.now() - start.at < 3_000) {
-      await new Promise((r) => setTimeout(r, 500));
-      const sample = (await sampleOf(tree))!;
-      const now = performance.now();
-      cpuSeconds += (sample.cpuPercent / 100) * ((now - last) / 1000);
-      last = now;
-      quietTicks = sample.cpuPercent < 5 ? quietTicks + 1 : 0;
-    }
-    const { clockTicks } = await querySystemUnits();
-    const truth = (cpuTicksOf(root, true) - start.ticks) / clockTicks;
-    expect(truth).toBeGreaterThan(0.8); // the work did burn CPU
-    expect(cpuSeconds).toBeGreaterThan(truth * 0.75);
-    expect(cpuSeconds).toBeLessThan(truth * 1.25 + 0.1);
+    await withCpuLock(async () => {
+      const burn = join(workDir, 'burn.py');
+      // Burns that many seconds of CPU (not of wall time: on a busy machine it takes longer, and burns the same).
+      writeFileSync(burn, 'import sys, time\nend = time.process_time() + float(sys.argv[1])\nwhile time.process_time() < end: pass\n');
+      const tree = startTree('sum', `sleep 0.6; ${work.split('BURN').join(burn)}; sleep 60`);
+      const root = tree.rootPid!;
+      await waitFor(async () => (await sampleOf(tree))?.pids.includes(root), 'the root to be sampled');
+      const start = { at: performance.now(), ticks: cpuTicksOf(root, true) };
+      let last = performance.now();
+      let cpuSeconds = 0;
+      // Until the work is over (all of it takes about 3 s; then only the final sleep is left) and two ticks saw quiet.
+      let quietTicks = 0;
+      while (quietTicks < 2 || performance.now() - start.at < 3_000) {
+        await new Promise((r) => setTimeout(r, 500));
+        const sample = (await sampleOf(tree))!;
+        const now = performance.now();
+        cpuSeconds += (sample.cpuPercent / 100) * ((now - last) / 1000);
+        last = now;
+        quietTicks = sample.cpuPercent < 5 ? quietTicks + 1 : 0;
+      }
+      const { clockTicks } = await querySystemUnits();
+      const truth = (cpuTicksOf(root, true) - start.ticks) / clockTicks;
+      expect(truth).toBeGreaterThan(0.8); // the work did burn CPU
+      expect(cpuSeconds).toBeGreaterThan(truth * 0.75);
+      expect(cpuSeconds).toBeLessThan(truth * 1.25 + 0.1);
+    });
+  }, 30_000);
+
+  it('counts once the child of a process that left the tree (found by its tag) and reaps late', async () => {
+    await withCpuLock(async () => {
+      const burn = join(workDir, 'burn.py');
+      writeFileSync(burn, 'import sys, time\nend = time.process_time() + float(sys.argv[1])\nwhile time.process_time() < end: pass\n');
+      // The zombie's environment reads empty, so only its tagged parent leads to it: once it dropped out, its total
+      // was counted again when the parent reaped it (about twice the CPU used, in one spike).
+      const detached = startTree('detached', `setsid -f python3 -c "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '${burn}', '1.5']); time.sleep(2.5); p.wait(); time.sleep(1)"; sleep 60`);
+      await sampleOf(detached);
+      let last = performance.now();
+      let cpuSeconds = 0;
+      let peak = 0;
+      const end = last + 4_500;
+      while (performance.now() < end) {
+        await new Promise((r) => setTimeout(r, 500));
+        const sample = (await sampleOf(detached))!;
+        const now = performance.now();
+        cpuSeconds += (sample.cpuPercent / 100) * ((now - last) / 1000);
+        peak = Math.max(peak, sample.cpuPercent);
+        last = now;
+      }
+      expect(cpuSeconds).toBeGreaterThan(1.5 * 0.75);
+      expect(cpuSeconds).toBeLessThan(1.5 * 1.25 + 0.2);
+      expect(peak).toBeLessThan(150); // one burner: about a core at most, never a spike
+    });
   }, 30_000);
 
   it('shrugs off processes that vanish between the listing and the read', async () => {
-    const churn = startTree('churn', 'while :; do /bin/true; done');
-    for (let i = 0; i < 30; i++) {
-      const sample = await sampleOf(churn);
-      expect(sample?.pids).toContain(churn.rootPid);
-      expect(Number.isFinite(sample!.cpuPercent)).toBe(true);
-    }
+    await withCpuLock(async () => {
+      const churn = startTree('churn', 'while :; do /bin/true; done');
+      for (let i = 0; i < 30; i++) {
+        const sample = await sampleOf(churn);
+        expect(sample?.pids).toContain(churn.rootPid);
+        expect(Number.isFinite(sample!.cpuPercent)).toBe(true);
+      }
+    });
   });
 
   it('leaves zombies out and parses command names with spaces and parentheses', async () => {
