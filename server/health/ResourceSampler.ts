@@ -17,12 +17,8 @@ interface Reading {
   memoryBytes: number;
 }
 
-/** A process of a session as the last call found it: its CPU total then, and its parent (to see who reaped it). */
-interface Member {
-  startTime: number;
-  ppid: number;
-  cpuTicks: number;
-}
+/** A process of a session as a call found it: its CPU total then, and its parent (to see who reaped it). */
+type Member = Pick<ProcUsage, 'startTime' | 'ppid' | 'cpuTicks'>;
 
 /** A session's processes at the last call, for the CPU rate since. */
 interface SessionMark {
@@ -108,7 +104,7 @@ export class ProcResourceSampler implements ResourceSampler, IDisposable {
         const reading = readings.get(pid);
         if (!reading) continue; // gone between the listing and the read
         const { usage } = reading;
-        members.set(pid, { startTime: usage.startTime, ppid: usage.ppid, cpuTicks: usage.cpuTicks });
+        members.set(pid, usage);
         // A zombie holds no memory and is no process to end; its CPU is still in the sum until it is reaped.
         if (usage.state === 'Z') continue;
         sample.memoryBytes += reading.memoryBytes;
