@@ -9,6 +9,19 @@ export interface NativeHelper {
   supported(): boolean;
   /** A close-on-exec duplicate of `fd` (throws with the errno's code). Missing from helpers built before it. */
   dup?(fd: number): number;
+  /**
+   * A terminal's output reader on the event loop (see pty/FastOutput.ts): takes ownership of `fd`;
+   * `written[slot]` tells, during `onData`, how much of the chunk's frame went to each armed socket.
+   * `onData` gets a chunk, or the error code (a string) with which the reader stopped for good.
+   * Missing from helpers built before it.
+   */
+  outOpen?(fd: number, written: Int32Array, onData: (chunk: Buffer | string) => void): object;
+  outStart?(reader: object): void;
+  outStop?(reader: object): void;
+  /** Later chunks also go, as binary frames, to (a duplicate of) the socket `fd`; false if it could not be duplicated. */
+  outArm?(reader: object, slot: number, fd: number): boolean;
+  outDisarm?(reader: object, slot: number): void;
+  outClose?(reader: object): void;
 }
 
 let helper: NativeHelper | null | undefined;

@@ -2,6 +2,7 @@ import { closeSync, constants, openSync } from 'node:fs';
 import * as pty from 'node-pty';
 import { Emitter } from '../common/events';
 import { PtyBackend, PtyExit, PtyProcess, SpawnOptions } from './PtyBackend';
+import { FastOutput, NativeReader, nativeOutputWanted } from './FastOutput';
 import { ReadHandle, ReadThread } from './ReadThread';
 import { PtyWriter } from './writer';
 
@@ -23,13 +24,15 @@ interface PtySocket {
  * its exit do we release the slave, and the reader thread then takes every
  * byte left up to the hang-up before the exit is reported.
  *
- * Output is read by node-pty's socket on the event loop while it is light, and
- * by the reader thread (ReadThread) while it floods, where this process can
- * (the native helper is built). Exactly one of them reads at any time: the
- * socket is stopped before the thread is asked to read, and started again
- * only after the thread has stopped and handed over all it read.
+ * Output is read on the event loop while it is light — by the native reader
+ * (FastOutput: it also sends each chunk to the clients' sockets itself) where
+ * the helper has one, else by node-pty's socket — and by the reader thread
+ * (ReadThread) while it floods, where this process can (the native helper is
+ * built). Exactly one of them reads at any time: the event loop's reader is
+ * stopped before the thread is asked to read, and started again only after
+ * the thread has stopped and handed over all it read.
  */
-class NodePtyProcess implements PtyProcess {
+class NodePtyProcess implements PtyProcess, FastOutput {
   private readonly dataEmitter = new Emitter<Buffer>();
   private readonly exitEmitter = new Emitter<PtyExit>();
   readonly onData = this.dataEmitter.event;
@@ -47,8 +50,12 @@ class NodePtyProcess implements PtyProcess {
   private threadReads = false;
   /** The exit, held until the reader thread has handed over the last bytes. */
   private pendingExit: PtyExit | null = null;
+  /** The native reader, reading instead of node-pty's socket; null if there is none (or it failed). */
+  private native: NativeReader | null = null;
   /** How often the output went to the thread (tests, diagnostics). */
   handOffs = 0;
+  /** Chunks the native reader read (tests, diagnostics). */
+  nativeChunks = 0;
 
   constructor(private readonly term: pty.IPty, thread: ReadThread | null) {
     const fd = (term as unknown as { _fd?: unknown })._fd;
@@ -67,13 +74,27 @@ class NodePtyProcess implements PtyProcess {
         onEnd: (error) => this.onReadEnd(error),
       });
     }
-    term.onData((data) => {
-      this.dataEmitter.fire(data as unknown as Buffer);
-      if (this.reader && !this.threadReads && (data as unknown as Buffer).length >= FLOOD_READ_BYTES) this.handOff();
-    });
+    term.onData((data) => this.onChunk(data as unknown as Buffer));
+    // The native reader needs the thread for the drain at exit (and floods): without it, node-pty's socket reads.
+    if (this.reader && typeof fd === 'number' && nativeOutputWanted()) {
+      this.native = NativeReader.open(
+        fd,
+        (chunk) => {
+          this.nativeChunks++;
+          this.onChunk(chunk);
+        },
+        () => this.onNativeLost(),
+      );
+      if (this.native) {
+        this.stopSocket();
+        this.native.start();
+      }
+    }
     term.onExit(({ exitCode, signal }) => {
-      // node-pty's socket is closed by now: whatever it did not read, the thread reads.
+      // node-pty's socket is closed by now: whatever it (or the native reader) did not read, the thread reads.
       this.exited = true;
+      this.native?.close();
+      this.native = null;
       this.writer?.close();
       // The terminal is still ours: whoever acts on the exit with it (the session's leftover sweep) starts now.
       this.exitingEmitter.fire();
@@ -93,31 +114,77 @@ class NodePtyProcess implements PtyProcess {
     return (this.term as unknown as { _socket: PtySocket })._socket;
   }
 
-  /** The output floods: node-pty's socket stops (at once: nothing more is read there) and the thread reads. */
-  private handOff(): void {
+  private onChunk(chunk: Buffer): void {
+    this.dataEmitter.fire(chunk);
+    if (this.reader && !this.threadReads && chunk.length >= FLOOD_READ_BYTES) this.handOff();
+  }
+
+  /** node-pty's socket stops reading at once (nothing more is read there); false if it has no handle. */
+  private stopSocket(): boolean {
     const socket = this.socket;
     const handle = socket._handle;
-    if (!handle || this.exited) return;
-    // The socket's stream machinery would start reading again through _read: not while the thread reads.
+    if (!handle) return false;
+    // The socket's stream machinery would start reading again through _read: not while another reader reads.
     socket._read = () => undefined;
     handle.reading = false;
     handle.readStop();
-    this.threadReads = true;
-    this.handOffs++;
-    this.reader!.read();
+    return true;
   }
 
-  /** The thread stopped reading and handed everything over: node-pty's socket reads again. */
-  private takeBack(): void {
-    if (!this.threadReads) return;
-    this.threadReads = false;
-    if (this.exited || this.disposed) return;
+  private startSocket(): void {
     const socket = this.socket;
     delete socket._read;
     if (socket._handle) {
       socket._handle.reading = true;
       socket._handle.readStart();
     }
+  }
+
+  /** The output floods: the event loop's reader stops and the thread reads. */
+  private handOff(): void {
+    if (this.exited) return;
+    if (this.native) this.native.stop();
+    else if (!this.stopSocket()) return;
+    this.threadReads = true;
+    this.handOffs++;
+    this.reader!.read();
+  }
+
+  /** The thread stopped reading and handed everything over: the event loop's reader reads again. */
+  private takeBack(): void {
+    if (!this.threadReads) return;
+    this.threadReads = false;
+    if (this.exited || this.disposed) return;
+    if (this.native) this.native.start();
+    else this.startSocket();
+  }
+
+  /** The native reader failed (it closed itself): node-pty's socket reads, and reports what comes. */
+  private onNativeLost(): void {
+    this.native = null;
+    if (!this.exited && !this.disposed && !this.threadReads) this.startSocket();
+  }
+
+  // ---- FastOutput ----
+
+  get fastOutput(): FastOutput | null {
+    return this.native ? this : null;
+  }
+
+  get active(): boolean {
+    return this.native !== null && !this.threadReads && !this.exited && !this.disposed;
+  }
+
+  arm(slot: number, fd: number): boolean {
+    return this.native?.arm(slot, fd) ?? false;
+  }
+
+  disarm(slot: number): void {
+    this.native?.disarm(slot);
+  }
+
+  sentTo(slot: number): number {
+    return this.native?.sentTo(slot) ?? -1;
   }
 
   /** The thread read the last byte (the hang-up, or the exit's short wait), or was lost. */
@@ -161,12 +228,20 @@ class NodePtyProcess implements PtyProcess {
   }
 
   pause(): void {
-    this.term.pause();
+    if (this.native) {
+      if (!this.threadReads) this.native.stop();
+    } else {
+      this.term.pause();
+    }
     this.reader?.pause();
   }
 
   resume(): void {
-    this.term.resume();
+    if (this.native) {
+      if (!this.threadReads) this.native.start();
+    } else {
+      this.term.resume();
+    }
     this.reader?.resume();
   }
 
@@ -185,6 +260,8 @@ class NodePtyProcess implements PtyProcess {
     if (this.disposed) return;
     this.disposed = true;
     this.writer?.close();
+    this.native?.close();
+    this.native = null;
     this.reader?.close();
     this.reader = null;
     this.releaseSlave();

@@ -1,5 +1,6 @@
 import { IDisposable } from '../common/disposable';
 import { Event } from '../common/events';
+import type { FastOutput } from './FastOutput';
 
 export interface SpawnOptions {
   /** Absolute path of the program; never a shell string. */
@@ -40,6 +41,8 @@ export interface PtyProcess extends IDisposable {
    */
   write(data: string | Buffer): boolean;
   resize(cols: number, rows: number): void;
+  /** The native output path, where this process has one (see FastOutput). */
+  readonly fastOutput?: FastOutput | null;
   /** Stops reading output (back-pressure); `resume` reads again. */
   pause(): void;
   resume(): void;

@@ -1,5 +1,6 @@
 import { IDisposable } from '../common/disposable';
 import { Logger } from '../common/log';
+import type { FastOutput } from '../pty/FastOutput';
 import { SessionStore } from '../store/SessionStore';
 import { Attachment, ClientSet, RESUME_BELOW_BYTES, SessionClient } from './Clients';
 import { OutputLog } from './OutputLog';
@@ -46,10 +47,10 @@ export class ClientStream implements IDisposable {
     this.crashGap = { from: storedEnd, to: storedEnd + CRASH_LOSS_BOUND_BYTES };
   }
 
-  /** Live output at offset `at` (hot path). */
-  broadcast(chunk: Buffer, at: number): void {
+  /** Live output at offset `at` (hot path); `fast`: the terminal's native output path, if it has one. */
+  broadcast(chunk: Buffer, at: number, fast: FastOutput | null = null): void {
     if (this.clients.size === 0) return;
-    const behind = this.clients.broadcast(chunk, at);
+    const behind = this.clients.broadcast(chunk, at, fast);
     if (behind.length) this.watchLaggards();
   }
 

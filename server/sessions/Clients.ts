@@ -1,3 +1,5 @@
+import { binaryFrame, FAST_SLOTS, FastOutput, frameLength } from '../pty/FastOutput';
+
 /** An attached client, as the domain sees it (the ws layer implements it). */
 export interface SessionClient {
   readonly id: string;
@@ -7,6 +9,16 @@ export interface SessionClient {
   /** Bytes queued on the socket and not yet written to the network. */
   readonly bufferedAmount: number;
   close(code: number, reason: string): void;
+  /**
+   * For the native output path (pty/FastOutput.ts): the socket's descriptor
+   * while nothing of this process is queued on it, so that a frame written
+   * there directly cannot interleave with one of ours; else null.
+   */
+  fastFd?(): number | null;
+  /** Bytes that are WebSocket frames already (the rest of one the native path began). */
+  sendFramed?(frames: Buffer): void;
+  /** Called before anything else is written to the socket: the native path must stop writing there first. */
+  onWrite?: (() => void) | null;
 }
 
 /**
@@ -33,6 +45,8 @@ export class Attachment {
   /** Order stamps for resize arbitration (0 = never). */
   lastInput = 0;
   lastSize = 0;
+  /** The native output path's slot that sends to this client, -1 if none (see ClientSet.armFast). */
+  slot = -1;
 
   constructor(readonly client: SessionClient) {}
 
@@ -51,6 +65,12 @@ export class Attachment {
 export class ClientSet {
   private readonly attachments = new Map<string, Attachment>();
   private stamp = 0;
+  /** The native output path the slots belong to (the terminal's; a revived session has another). */
+  private fast: FastOutput | null = null;
+  /** Which attachment each slot sends to. */
+  private readonly slots: Array<Attachment | null> = new Array<Attachment | null>(FAST_SLOTS).fill(null);
+  /** Chunks the native path sent to a client, and of them those it only began (tests, diagnostics). */
+  readonly fastStats = { sent: 0, partial: 0 };
 
   get size(): number {
     return this.attachments.size;
@@ -76,6 +96,8 @@ export class ClientSet {
   }
 
   remove(client: SessionClient): boolean {
+    const att = this.attachments.get(client.id);
+    if (att) this.disarm(att);
     return this.attachments.delete(client.id);
   }
 
@@ -104,12 +126,18 @@ export class ClientSet {
     return best ? { cols: best.cols!, rows: best.rows! } : null;
   }
 
-  /** Sends live output to every ready client that keeps up; returns those that fell behind just now. */
-  broadcast(data: Buffer, at: number): Attachment[] {
+  /**
+   * Sends live output to every ready client that keeps up; returns those that
+   * fell behind just now. `fast`: the terminal's native output path, which
+   * may have sent the chunk to some of them already.
+   */
+  broadcast(data: Buffer, at: number, fast: FastOutput | null = null): Attachment[] {
+    if (fast !== this.fast) this.useFast(fast);
     let fellBehind: Attachment[] | null = null;
     for (const att of this.attachments.values()) {
       if (!att.ready || att.lagging) continue;
       if (att.position !== at) continue; // still catching up through its own path
+      if (att.slot >= 0 && this.sentNatively(att, data)) continue;
       if (att.overWatermark()) {
         att.lagging = true;
         (fellBehind ??= []).push(att);
@@ -118,7 +146,55 @@ export class ClientSet {
       att.client.sendOutput(data);
       att.position = at + data.length;
     }
+    if (fast?.active) this.armFast(fast, at + data.length);
     return fellBehind ?? [];
+  }
+
+  // ---- the native output path (pty/FastOutput.ts) ----
+
+  /** The chunk went out natively to `att` (whole, or begun: the rest is sent here); false if nothing of it did. */
+  private sentNatively(att: Attachment, data: Buffer): boolean {
+    const sent = this.fast!.sentTo(att.slot);
+    if (sent <= 0) return false;
+    att.position += data.length;
+    this.fastStats.sent++;
+    if (sent < frameLength(data.length)) {
+      this.fastStats.partial++;
+      this.disarm(att);
+      att.client.sendFramed!(binaryFrame(data).subarray(sent));
+    } else if (att.overWatermark()) {
+      // The next chunk goes the usual way, which finds it lagging.
+      this.disarm(att);
+    }
+    return true;
+  }
+
+  /** Arms a free slot for each caught-up client whose socket has nothing of ours queued. */
+  private armFast(fast: FastOutput, end: number): void {
+    for (const att of this.attachments.values()) {
+      if (att.slot >= 0 || !att.ready || att.lagging || att.position !== end || att.overWatermark()) continue;
+      const slot = this.slots.indexOf(null);
+      if (slot < 0) return;
+      const fd = att.client.fastFd?.();
+      if (fd === null || fd === undefined || !att.client.sendFramed || !fast.arm(slot, fd)) continue;
+      att.slot = slot;
+      this.slots[slot] = att;
+      att.client.onWrite = () => this.disarm(att);
+    }
+  }
+
+  private disarm(att: Attachment): void {
+    if (att.slot < 0) return;
+    this.fast?.disarm(att.slot);
+    this.slots[att.slot] = null;
+    att.slot = -1;
+    att.client.onWrite = null;
+  }
+
+  /** Another terminal (or none): the slots of the previous one are let go. */
+  private useFast(fast: FastOutput | null): void {
+    for (const att of this.attachments.values()) this.disarm(att);
+    this.fast = fast;
   }
 
   sendJson(frame: object): void {

@@ -223,7 +223,7 @@ export class Session extends Disposable implements MonitoredSession {
   private onOutput(chunk: Buffer): void {
     const at = this.log.append(chunk);
     this.record.outputBytes = this.log.end;
-    this.stream.broadcast(chunk, at);
+    this.stream.broadcast(chunk, at, this.pty?.fastOutput ?? null);
     this.deps.store.appendOutput(this.record.id, at, chunk);
     this.screenKeeper.noteOutput();
     this.chat.onOutput(chunk);

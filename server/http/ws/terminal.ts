@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import { Logger } from '../../common/log';
 import { SessionClient } from '../../sessions/Clients';
@@ -6,10 +7,39 @@ import { Session } from '../../sessions/Session';
 import { isValidSize } from '../../sessions/SessionPool';
 import { ChatService } from '../../sessions/ChatService';
 
+/** A WebSocket's TCP socket, with the libuv handle Node keeps private (its descriptor). */
+type FastSocket = Socket & { _handle?: { fd?: number } | null };
+
 /** The terminal socket's side of a client: binary frames for output, JSON for the rest. */
 export class WsClient implements SessionClient {
   readonly id = randomUUID();
-  constructor(private readonly ws: WebSocket) {}
+  onWrite: (() => void) | null = null;
+  private readonly socket: FastSocket | null;
+
+  constructor(private readonly ws: WebSocket) {
+    this.socket = (ws as unknown as { _socket?: FastSocket })._socket ?? null;
+    const socket = this.socket;
+    if (!socket) return;
+    // Every write to the socket — ours, and ws's own (pongs, the close frame) — goes through here: the native output
+    // path stops writing to the socket first, so that its frames and these never interleave.
+    const write = socket.write;
+    socket.write = (...args: unknown[]) => {
+      this.onWrite?.();
+      return (write as (...a: unknown[]) => boolean).apply(socket, args);
+    };
+  }
+
+  /** The socket's descriptor while nothing of ours is queued on it (see SessionClient.fastFd). */
+  fastFd(): number | null {
+    const s = this.socket;
+    if (!s || this.ws.readyState !== WebSocket.OPEN || this.ws.bufferedAmount !== 0 || s.writableCorked || s.destroyed) return null;
+    const fd = s._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : null;
+  }
+
+  sendFramed(frames: Buffer): void {
+    this.socket?.write(frames);
+  }
 
   sendOutput(data: Buffer): void {
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(data, { binary: true });

@@ -1,3 +1,4 @@
+import { binaryFrame, frameLength } from '../../../server/pty/FastOutput';
 import { ClientSet, SessionClient, MAX_BUFFERED_BYTES } from '../../../server/sessions/Clients';
 
 function fakeClient(id: string): SessionClient & { out: Buffer[]; buffered: number } {
@@ -54,5 +55,123 @@ describe('ClientSet', () => {
     set.add(c);
     set.broadcast(Buffer.from('x'), 0);
     expect(c.out).toEqual([]);
+  });
+});
+
+/** A native output path of our own: `next` says what the reader wrote per slot for the coming chunk. */
+function fakeFast() {
+  const f = {
+    active: true,
+    armed: new Map<number, number>(),
+    next: new Map<number, number>(),
+    arm(slot: number, fd: number) {
+      f.armed.set(slot, fd);
+      return true;
+    },
+    disarm(slot: number) {
+      f.armed.delete(slot);
+    },
+    sentTo(slot: number) {
+      return f.armed.has(slot) ? (f.next.get(slot) ?? -1) : -1;
+    },
+  };
+  return f;
+}
+
+function fastClient(id: string, fd: number) {
+  const c = Object.assign(fakeClient(id), {
+    framed: [] as Buffer[],
+    clean: true,
+    onWrite: null as (() => void) | null,
+    fastFd: () => (c.clean ? fd : null),
+    sendFramed(frames: Buffer) {
+      c.onWrite?.();
+      c.framed.push(frames);
+    },
+  });
+  const send = c.sendOutput;
+  c.sendOutput = (data: Buffer) => {
+    c.onWrite?.();
+    send(data);
+  };
+  return c;
+}
+
+describe('ClientSet with a native output path', () => {
+  it('arms a caught-up client with a clean socket, and does not send again what the reader sent', () => {
+    const set = new ClientSet();
+    const fast = fakeFast();
+    const c = fastClient('c', 41);
+    const att = set.add(c);
+    att.ready = true;
+    set.broadcast(Buffer.from('a'), 0, fast); // sent the usual way; armed after it
+    expect(Buffer.concat(c.out).toString()).toBe('a');
+    expect([...fast.armed.values()]).toEqual([41]);
+    fast.next.set(att.slot, frameLength(1));
+    set.broadcast(Buffer.from('b'), 1, fast);
+    expect(Buffer.concat(c.out).toString()).toBe('a');
+    expect(att.position).toBe(2);
+    expect(set.fastStats).toEqual({ sent: 1, partial: 0 });
+  });
+
+  it('sends the rest of a frame the reader only began, then disarms the client', () => {
+    const set = new ClientSet();
+    const fast = fakeFast();
+    const c = fastClient('c', 41);
+    const att = set.add(c);
+    att.ready = true;
+    set.broadcast(Buffer.from('a'), 0, fast);
+    const chunk = Buffer.from('hello world');
+    fast.next.set(att.slot, 3);
+    c.clean = false; // what it sends now stays queued: no re-arming
+    set.broadcast(chunk, 1, fast);
+    expect(Buffer.concat(c.framed)).toEqual(binaryFrame(chunk).subarray(3));
+    expect(att.slot).toBe(-1);
+    expect(fast.armed.size).toBe(0);
+    expect(att.position).toBe(1 + chunk.length);
+    expect(set.fastStats).toEqual({ sent: 1, partial: 1 });
+  });
+
+  it('sends the usual way when the reader wrote nothing there (socket full), and disarms on any other write', () => {
+    const set = new ClientSet();
+    const fast = fakeFast();
+    const c = fastClient('c', 41);
+    const att = set.add(c);
+    att.ready = true;
+    set.broadcast(Buffer.from('a'), 0, fast);
+    fast.next.set(att.slot, 0);
+    set.broadcast(Buffer.from('b'), 1, fast);
+    expect(Buffer.concat(c.out).toString()).toBe('ab');
+    // Re-armed after it (the socket is clean again); a JSON frame of ours disarms it first.
+    expect(att.slot).toBeGreaterThanOrEqual(0);
+    c.sendFramed(Buffer.alloc(0));
+    expect(att.slot).toBe(-1);
+    expect(fast.armed.size).toBe(0);
+  });
+
+  it('never arms a client that is not caught up, is lagging, or has something queued; lets go of slots on remove and on another terminal', () => {
+    const set = new ClientSet();
+    const fast = fakeFast();
+    const behind = fastClient('behind', 40);
+    const queued = fastClient('queued', 41);
+    const ok = fastClient('ok', 42);
+    set.add(behind).ready = true;
+    set.add(queued).ready = true;
+    set.add(ok).ready = true;
+    set.get(behind)!.position = 5; // catching up through its own path
+    queued.clean = false;
+    set.broadcast(Buffer.from('a'), 0, fast);
+    expect([...fast.armed.values()]).toEqual([42]);
+    set.remove(ok);
+    expect(fast.armed.size).toBe(0);
+    const again = fastClient('again', 43);
+    set.add(again).ready = true;
+    set.get(again)!.position = 1;
+    set.broadcast(Buffer.from('b'), 1, fast);
+    expect([...fast.armed.values()]).toEqual([43]);
+    const other = fakeFast();
+    set.broadcast(Buffer.from('c'), 2, other);
+    expect(fast.armed.size).toBe(0);
+    expect(Buffer.concat(again.out).toString()).toBe('bc');
   });
 });

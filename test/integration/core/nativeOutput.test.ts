@@ -1,0 +1,214 @@
+import { readdirSync, readlinkSync } from 'node:fs';
+import { nativeHelper } from '../../../server/common/native';
+import { binaryFrame, frameLength } from '../../../server/pty/FastOutput';
+import { startDaemon, TestDaemon } from '../../helpers/app';
+import { TestSocket } from '../../helpers/ws';
+import { waitFor } from '../../helpers/wait';
+
+/**
+ * The native output path (server/pty/FastOutput.ts, native/helper.c): the
+ * terminal's chunks go to caught-up clients' sockets as frames before
+ * JavaScript sees them. Everything the stream promises still holds: every
+ * byte once and in order, JSON frames whole between binary ones, a slow
+ * client resynchronised, nothing left open.
+ */
+
+/** Waits for a line on stdin, then prints `n` numbered lines, each flushed, pausing every 100. Bytes as written (-opost). */
+const linesOf = (n: number) => ({
+  command: 'bash',
+  args: ['--norc', '--noprofile', '-c', 'stty -opost -echo; exec python3 -c "import sys,time\nsys.stdin.readline()\nn=int(sys.argv[1])\nfor i in range(n):\n  sys.stdout.write(\'line %06d of the native output path\\n\' % i); sys.stdout.flush()\n  if i % 100 == 99: time.sleep(0.002)\nsys.stdout.write(\'done\\n\'); sys.stdout.flush()\nsys.stdin.readline()" "$0"', String(n)],
+});
+const LINES = linesOf(3000);
+
+function expected(n: number): string {
+  let s = '';
+  for (let i = 0; i < n; i++) s += `line ${String(i).padStart(6, '0')} of the native output path\n`;
+  return s + 'done\n';
+}
+
+/** The session's terminal process and its clients' bookkeeping (private; diagnostics for tests). */
+function internals(d: TestDaemon, id: string): { nativeChunks: number; fastStats: { sent: number; partial: number } } {
+  const session = d.app.pool.get(id) as unknown as { pty: { nativeChunks: number } | null; stream: { clients: { fastStats: { sent: number; partial: number } } } };
+  return { nativeChunks: session.pty?.nativeChunks ?? 0, fastStats: session.stream.clients.fastStats };
+}
+
+/** This process's open descriptors, as what they point to. */
+function openFds(): string[] {
+  return readdirSync('/proc/self/fd').flatMap((fd) => {
+    try {
+      return [readlinkSync(`/proc/self/fd/${fd}`)];
+    } catch {
+      return []; // the directory's own, closed while listed
+    }
+  });
+}
+
+async function attach(d: TestDaemon, id: string): Promise<TestSocket> {
+  const s = d.socket(`/api/sessions/${id}/ws`);
+  await s.nextJson((f) => f.type === 'snapshot');
+  return s;
+}
+
+describe('the native output path', () => {
+  let d: TestDaemon;
+  beforeEach(async () => {
+    d = await startDaemon({ agents: { lines: LINES, many: linesOf(300_000), echo: { command: 'bash', args: ['--norc', '--noprofile', '-c', 'stty raw -echo; exec cat'] } } });
+  });
+  afterEach(async () => {
+    await d.dispose();
+  });
+
+  it('is built (npm install builds native/helper.c)', () => {
+    expect(typeof nativeHelper()?.outOpen).toBe('function');
+  });
+
+  it('frames a chunk as ws does', () => {
+    for (const n of [0, 1, 125, 126, 65535, 65536]) {
+      const frame = binaryFrame(Buffer.alloc(n, 7));
+      expect(frame.length).toBe(frameLength(n));
+      expect(frame[0]).toBe(0x82);
+    }
+    expect([...binaryFrame(Buffer.from('hi'))]).toEqual([0x82, 2, 104, 105]);
+    expect([...binaryFrame(Buffer.alloc(300)).subarray(0, 4)]).toEqual([0x82, 126, 1, 44]);
+    expect([...binaryFrame(Buffer.alloc(70000)).subarray(0, 10)]).toEqual([0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+  });
+
+  it('sends every byte once and in order to two clients, with JSON frames whole in between', async () => {
+    const session = await d.create({ agent: 'lines' });
+    const a = await attach(d, session.id);
+    const b = await attach(d, session.id);
+    a.send({ type: 'input', data: 'go\r' });
+    // Meanwhile, frames of ours (errors) and ws's own (pongs) go to the same sockets.
+    let errorsAsked = 0;
+    const noise = setInterval(() => {
+      a.ws.send('not json');
+      a.ws.ping();
+      b.ws.send('{"type":"nonsense"}');
+      errorsAsked++;
+    }, 2);
+    try {
+      await a.waitOutput('done\n', 20_000);
+      await b.waitOutput('done\n', 20_000);
+    } finally {
+      clearInterval(noise);
+    }
+    const want = expected(3000);
+    expect(a.output.toString()).toBe(want);
+    expect(b.output.toString()).toBe(want);
+    await waitFor(() => a.json().filter((f) => f.type === 'error').length >= errorsAsked, 5_000, 'every error frame');
+    expect(a.json().filter((f) => f.type === 'error').every((f) => f.code === 'invalid_request')).toBe(true);
+    expect(a.closeCode).toBeNull();
+    expect(b.closeCode).toBeNull();
+    const { nativeChunks, fastStats } = internals(d, session.id);
+    expect(nativeChunks).toBeGreaterThan(100);
+    // Most chunks went out natively (the first after each JSON frame goes the usual way).
+    expect(fastStats.sent).toBeGreaterThan(100);
+  }, 40_000);
+
+  it('keeps the frames whole for a client that stopped reading, and brings it up to date', async () => {
+    const session = await d.create({ agent: 'many' });
+    const slow = await attach(d, session.id);
+    const socket = (slow.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    socket.pause();
+    // Enough output to fill the kernel's socket buffers and the daemon's watermark: 300 000 lines, ~12 MB.
+    d.app.pool.get(session.id).write('go\r');
+    const stats = () => internals(d, session.id).fastStats;
+    await waitFor(async () => (await d.api('GET', `/api/sessions/${session.id}`)).json.session.outputBytes > 11_000_000, 30_000, 'the output');
+    socket.resume();
+    // Whatever it got is well-formed frames (a broken one closes the socket with 1002) and ends with the program's last line.
+    await waitFor(() => slow.output.toString('latin1', Math.max(0, slow.output.length - 100)).endsWith('done\n') || slow.json().some((f) => f.type === 'snapshot' && String(f.data).includes('done')), 30_000, 'the last line');
+    expect(slow.closeCode).toBeNull();
+    expect(stats().sent).toBeGreaterThan(0);
+    // It fell behind and got a fresh screen.
+    expect(slow.json().filter((f) => f.type === 'snapshot').length).toBeGreaterThan(1);
+  }, 60_000);
+
+  it('never lets a frame cut into one of ours that is still queued (a big error frame to a client not reading)', async () => {
+    const session = await d.create({ agent: 'echo' });
+    const c = await attach(d, session.id);
+    const keys: string[] = [];
+    const type = (k: string) => {
+      keys.push(k);
+      c.ws.send(Buffer.from(k));
+    };
+    type('a');
+    await c.waitOutput('a');
+    type('b');
+    await c.waitOutput('ab'); // armed by now
+    expect(internals(d, session.id).fastStats.sent).toBeGreaterThan(0);
+    const socket = (c.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    socket.pause();
+    // Error frames of ~900 KB each: more than the kernel's buffers take, so the daemon queues the rest.
+    const big = 'x'.repeat(900_000);
+    for (let i = 0; i < 8; i++) c.send({ type: big });
+    await new Promise((r) => setTimeout(r, 200));
+    // Echoes meanwhile, and while the queue drains: none may land inside a queued frame.
+    const letters = 'cdefghijklmnopqrstuvwxyz';
+    for (let i = 0; i < 200; i++) {
+      if (i === 50) socket.resume();
+      type(letters[i % letters.length]);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await c.waitOutput(keys.slice(-5).join(''), 20_000);
+    await waitFor(() => c.json().filter((f) => f.type === 'error').length === 8, 20_000, 'the 8 error frames');
+    expect(c.closeCode).toBeNull();
+    // It fell behind (the error frames are over its watermark) and was resynchronised: from each attached or snapshot
+    // frame's offset on, every byte is the stream's own, with no gap and no duplicate (PROTOCOL.md).
+    const stream = keys.join('');
+    let at = 0;
+    const wrong: string[] = [];
+    for (const f of c.frames) {
+      if (f.json?.type === 'attached' || f.json?.type === 'snapshot') at = f.json.offset;
+      if (!f.bytes) continue;
+      if (f.bytes.toString() !== stream.slice(at, at + f.bytes.length)) wrong.push(`${JSON.stringify(f.bytes.toString())} at ${at}`);
+      at += f.bytes.length;
+    }
+    expect(wrong).toEqual([]);
+    expect(at).toBe(stream.length);
+  }, 60_000);
+
+  /** Runs a session to its end with two armed clients; true once its descriptors could be counted. */
+  async function runAndEnd(): Promise<void> {
+    const session = await d.create({ agent: 'lines' });
+    const a = await attach(d, session.id);
+    const b = await attach(d, session.id);
+    a.send({ type: 'input', data: 'go\r' });
+    await a.waitOutput('done\n', 20_000);
+    await b.waitOutput('done\n', 20_000);
+    expect(internals(d, session.id).fastStats.sent).toBeGreaterThan(0);
+    // A client that goes while armed lets go of its slot (whose duplicate of its socket would keep the connection open).
+    const armed = () => (d.app.pool.get(session.id) as unknown as { stream: { clients: { slots: unknown[] } } }).stream.clients.slots.filter(Boolean).length;
+    expect(armed()).toBe(2);
+    a.ws.terminate();
+    await waitFor(() => armed() === 1, 5_000, 'its slot to be let go');
+    b.send({ type: 'input', data: 'x\r' }); // the program ends
+    await b.nextJson((f) => f.type === 'exit', 10_000);
+    expect(b.closeCode).toBeNull(); // an ended session's socket stays open (PROTOCOL.md)
+    await d.api('DELETE', `/api/sessions/${session.id}`);
+    b.ws.terminate();
+  }
+
+  it('leaves no descriptor behind when armed clients go and the session ends', async () => {
+    await runAndEnd(); // starts the daemon's threads, which keep descriptors of their own
+    await new Promise((r) => setTimeout(r, 300));
+    const before = openFds().length;
+    await runAndEnd();
+    // The terminal's descriptors (node-pty's, the reader thread's, the native reader's) and the sockets' duplicates are closed.
+    await waitFor(() => openFds().length <= before, 5_000, `the descriptors to be closed (${before} before, now ${openFds().join(' ')})`);
+  }, 60_000);
+
+  it('can be turned off (AGENTD_NATIVE_OUTPUT=off): node-pty reads, the bytes are the same', async () => {
+    process.env.AGENTD_NATIVE_OUTPUT = 'off';
+    try {
+      const session = await d.create({ agent: 'lines' });
+      const a = await attach(d, session.id);
+      a.send({ type: 'input', data: 'go\r' });
+      await a.waitOutput('done\n', 20_000);
+      expect(a.output.toString()).toBe(expected(3000));
+      expect(internals(d, session.id).nativeChunks).toBe(0);
+      expect(internals(d, session.id).fastStats.sent).toBe(0);
+    } finally {
+      delete process.env.AGENTD_NATIVE_OUTPUT;
+    }
+  }, 30_000);
+});
