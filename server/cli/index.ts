@@ -10,6 +10,8 @@ import { dropNpmScriptEnv } from '../common/npmEnv';
 import { AgentRegistry } from '../agents/profiles';
 import { probeAgents } from '../agents/status';
 import { liveLockHolder, LOCK_FILE } from '../store/lock';
+import { nativeHelper } from '../common/native';
+import { nativeOutputWanted } from '../pty/FastOutput';
 
 /** `agentd start | sessions | token | doctor`: the daemon and a few operator helpers. */
 function config(): Config {
@@ -91,7 +93,13 @@ async function doctor(): Promise<number> {
   }
   process.stdout.write(
     canReleaseMemory()
-      ? 'ok    native helper built (memory freed after bursts goes back to the OS; floods of output are read off the event loop)\n'
+      ? `ok    native helper built (memory freed after bursts goes back to the OS; floods of output are read off the event loop; ${
+          typeof nativeHelper()?.outOpen !== 'function'
+            ? 'no native output path in this build: "npm rebuild" adds it'
+            : nativeOutputWanted()
+              ? 'output leaves for clients from the native reader'
+              : 'the native output path is off (AGENTD_NATIVE_OUTPUT=off)'
+        })\n`
       : 'info  native helper not built: agentd works, but keeps memory freed after bursts and reads floods of output on its event loop (~0.65x the throughput) — "npm rebuild" builds it (needs make, gcc)\n',
   );
   let configured: Config['agents'] = {};
