@@ -84,8 +84,26 @@ typedef struct {
   napi_ref written_ref, on_data;
   napi_async_context ctx;
   int polling, closed;
-  unsigned char *buf;
+  unsigned char *buf;      /* the thread's read buffer (shared by its readers: one runs at a time) */
 } out_reader;
+
+static void free_buffer(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+/* One read buffer per JavaScript thread (its readers run one at a time), not 64 KiB per terminal. */
+static unsigned char *read_buffer(napi_env env) {
+  void *buf = NULL;
+  if (napi_get_instance_data(env, &buf) == napi_ok && buf) return buf;
+  buf = malloc(OUT_READ_BYTES);
+  if (buf && napi_set_instance_data(env, buf, free_buffer, NULL) != napi_ok) {
+    free(buf);
+    buf = NULL;
+  }
+  return buf;
+}
 
 static out_reader *reader_of(napi_env env, napi_value v) {
   void *p = NULL;
@@ -182,9 +200,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
 }
 
 static void on_closed(uv_handle_t *h) {
-  out_reader *r = (out_reader *)h->data;
-  free(r->buf);
-  free(r);
+  free(h->data);
 }
 
 /* outOpen(fd, written: Int32Array(OUT_SLOTS), onData(chunk | errorCode)): takes ownership of fd. */
@@ -207,10 +223,9 @@ static napi_value OutOpen(napi_env env, napi_callback_info info) {
   uv_loop_t *loop;
   napi_get_uv_event_loop(env, &loop);
   out_reader *r = calloc(1, sizeof *r);
-  unsigned char *buf = malloc(OUT_READ_BYTES);
+  unsigned char *buf = read_buffer(env);
   if (!r || !buf) {
     free(r);
-    free(buf);
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
@@ -221,7 +236,6 @@ static napi_value OutOpen(napi_env env, napi_callback_info info) {
   for (int s = 0; s < OUT_SLOTS; s++) r->socks[s] = -1, r->written[s] = -1;
   int rc = uv_poll_init(loop, &r->poll, fd);
   if (rc != 0) {
-    free(buf);
     free(r);
     napi_throw_error(env, uv_err_name(rc), uv_strerror(rc));
     return NULL;
