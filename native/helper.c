@@ -84,6 +84,7 @@ typedef struct {
   napi_ref written_ref, on_data;
   napi_async_context ctx;
   int polling, closed;
+  int in_call;             /* JavaScript's onData runs: a close from in there is finished when it returns */
   unsigned char *buf;      /* the thread's read buffer (shared by its readers: one runs at a time) */
 } out_reader;
 
@@ -133,15 +134,34 @@ static int32_t send_frame(int sock, unsigned char *hdr, size_t hl, unsigned char
   return (int32_t)w;
 }
 
-static void out_call(out_reader *r, napi_value arg) {
+static void on_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+/* The last step of closing: JavaScript's references go, the handle is closed and then freed. Not while onData runs. */
+static void release(out_reader *r) {
+  napi_delete_reference(r->env, r->written_ref);
+  napi_delete_reference(r->env, r->on_data);
+  napi_async_destroy(r->env, r->ctx);
+  uv_close((uv_handle_t *)&r->poll, on_closed);
+}
+
+/* Calls onData(arg); false if JavaScript closed the reader meanwhile (it is released then: do not touch it again). */
+static int out_call(out_reader *r, napi_value arg) {
   napi_value cb, global, result;
   napi_get_reference_value(r->env, r->on_data, &cb);
   napi_get_global(r->env, &global);
-  if (napi_make_callback(r->env, r->ctx, global, cb, 1, &arg, &result) == napi_pending_exception) {
+  r->in_call = 1;
+  napi_status status = napi_make_callback(r->env, r->ctx, global, cb, 1, &arg, &result);
+  r->in_call = 0;
+  if (status == napi_pending_exception) {
     napi_value err;
     napi_get_and_clear_last_exception(r->env, &err);
     napi_fatal_exception(r->env, err);
   }
+  if (!r->closed) return 1;
+  release(r);
+  return 0;
 }
 
 static void on_readable(uv_poll_t *h, int status, int events) {
@@ -193,14 +213,10 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   napi_value chunk;
   void *data;
   napi_create_buffer_copy(r->env, (size_t)n, r->buf, &data, &chunk);
-  out_call(r, chunk);
-  /* Chunks read elsewhere (the reader thread) must not look sent. */
-  for (int s = 0; s < OUT_SLOTS; s++) r->written[s] = -1;
+  /* Chunks read elsewhere (the reader thread) must not look sent. (A closed reader's array may be gone: left alone.) */
+  if (out_call(r, chunk))
+    for (int s = 0; s < OUT_SLOTS; s++) r->written[s] = -1;
   napi_close_handle_scope(r->env, scope);
-}
-
-static void on_closed(uv_handle_t *h) {
-  free(h->data);
 }
 
 /* outOpen(fd, written: Int32Array(OUT_SLOTS), onData(chunk | errorCode)): takes ownership of fd. */
@@ -335,10 +351,7 @@ static napi_value OutClose(napi_env env, napi_callback_info info) {
   for (int s = 0; s < OUT_SLOTS; s++) disarm(r, s);
   close(r->fd);
   r->fd = -1;
-  napi_delete_reference(env, r->written_ref);
-  napi_delete_reference(env, r->on_data);
-  napi_async_destroy(env, r->ctx);
-  uv_close((uv_handle_t *)&r->poll, on_closed);
+  if (!r->in_call) release(r);
   return NULL;
 }
 

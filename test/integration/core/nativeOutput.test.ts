@@ -13,12 +13,13 @@ import { waitFor } from '../../helpers/wait';
  * client resynchronised, nothing left open.
  */
 
-/** Waits for a line on stdin, then prints `n` numbered lines, each flushed, pausing every 100. Bytes as written (-opost). */
-const linesOf = (n: number) => ({
+/** Waits for a line on stdin, then prints `n` numbered lines, each flushed, pausing 1 ms every `every`. Bytes as written (-opost). */
+const linesOf = (n: number, every: number) => ({
   command: 'bash',
-  args: ['--norc', '--noprofile', '-c', 'stty -opost -echo; exec python3 -c "import sys,time\nsys.stdin.readline()\nn=int(sys.argv[1])\nfor i in range(n):\n  sys.stdout.write(\'line %06d of the native output path\\n\' % i); sys.stdout.flush()\n  if i % 100 == 99: time.sleep(0.002)\nsys.stdout.write(\'done\\n\'); sys.stdout.flush()\nsys.stdin.readline()" "$0"', String(n)],
+  args: ['--norc', '--noprofile', '-c', 'stty -opost -echo; exec python3 -c "import sys,time\nsys.stdin.readline()\nn=int(sys.argv[1])\nfor i in range(n):\n  sys.stdout.write(\'line %06d of the native output path\\n\' % i); sys.stdout.flush()\n  if i % int(sys.argv[2]) == 0: time.sleep(0.001)\nsys.stdout.write(\'done\\n\'); sys.stdout.flush()\nsys.stdin.readline()" "$0" "$1"', String(n), String(every)],
 });
-const LINES = linesOf(3000);
+/** Light output (a pause every 5 lines, ~190 bytes: read on the event loop) and a flood (~12 MB, a pause every 100). */
+const LINES = linesOf(1000, 5);
 
 function expected(n: number): string {
   let s = '';
@@ -52,7 +53,7 @@ async function attach(d: TestDaemon, id: string): Promise<TestSocket> {
 describe('the native output path', () => {
   let d: TestDaemon;
   beforeEach(async () => {
-    d = await startDaemon({ agents: { lines: LINES, many: linesOf(300_000), echo: { command: 'bash', args: ['--norc', '--noprofile', '-c', 'stty raw -echo; exec cat'] } } });
+    d = await startDaemon({ agents: { lines: LINES, many: linesOf(300_000, 100), echo: { command: 'bash', args: ['--norc', '--noprofile', '-c', 'stty raw -echo; exec cat'] } } });
   });
   afterEach(async () => {
     await d.dispose();
@@ -92,7 +93,7 @@ describe('the native output path', () => {
     } finally {
       clearInterval(noise);
     }
-    const want = expected(3000);
+    const want = expected(1000);
     expect(a.output.toString()).toBe(want);
     expect(b.output.toString()).toBe(want);
     await waitFor(() => a.json().filter((f) => f.type === 'error').length >= errorsAsked, 5_000, 'every error frame');
@@ -206,7 +207,7 @@ describe('the native output path', () => {
       const a = await attach(d, session.id);
       a.send({ type: 'input', data: 'go\r' });
       await a.waitOutput('done\n', 20_000);
-      expect(a.output.toString()).toBe(expected(3000));
+      expect(a.output.toString()).toBe(expected(1000));
       expect(internals(d, session.id).nativeChunks).toBe(0);
       expect(internals(d, session.id).fastStats.sent).toBe(0);
     } finally {
