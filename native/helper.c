@@ -120,6 +120,17 @@ static out_reader *reader_of(napi_env env, napi_value v) {
   return r;
 }
 
+/* The call's `want` arguments (into argv), the first of them a reader that is still open; NULL (thrown) otherwise. */
+static out_reader *reader_call(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < want) {
+    napi_throw_type_error(env, NULL, "too few arguments");
+    return NULL;
+  }
+  return reader_of(env, argv[0]);
+}
+
 /* Sends the frame (header + data) on a non-blocking socket: bytes written, 0 if it would block, -1 on error. */
 static int32_t send_frame(int sock, unsigned char *hdr, size_t hl, unsigned char *data, size_t n) {
   struct iovec iov[2] = {{hdr, hl}, {data, n}};
@@ -268,10 +279,8 @@ static napi_value OutOpen(napi_env env, napi_callback_info info) {
 }
 
 static napi_value OutStart(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  out_reader *r = argc == 1 ? reader_of(env, argv[0]) : NULL;
+  out_reader *r = reader_call(env, info, 1, argv);
   if (!r) return NULL;
   if (!r->polling) {
     int rc = uv_poll_start(&r->poll, UV_READABLE, on_readable);
@@ -285,10 +294,8 @@ static napi_value OutStart(napi_env env, napi_callback_info info) {
 }
 
 static napi_value OutStop(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  out_reader *r = argc == 1 ? reader_of(env, argv[0]) : NULL;
+  out_reader *r = reader_call(env, info, 1, argv);
   if (!r) return NULL;
   if (r->polling) uv_poll_stop(&r->poll);
   r->polling = 0;
@@ -302,11 +309,9 @@ static void disarm(out_reader *r, int slot) {
 
 /* outArm(reader, slot, socketFd): later chunks are also sent to that socket (through our own duplicate of it). */
 static napi_value OutArm(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
   int32_t slot = -1, sock = -1;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  out_reader *r = argc == 3 ? reader_of(env, argv[0]) : NULL;
+  out_reader *r = reader_call(env, info, 3, argv);
   if (!r) return NULL;
   if (napi_get_value_int32(env, argv[1], &slot) != napi_ok || slot < 0 || slot >= OUT_SLOTS ||
       napi_get_value_int32(env, argv[2], &sock) != napi_ok || sock < 0) {
@@ -322,11 +327,9 @@ static napi_value OutArm(napi_env env, napi_callback_info info) {
 }
 
 static napi_value OutDisarm(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
   int32_t slot = -1;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  out_reader *r = argc == 2 ? reader_of(env, argv[0]) : NULL;
+  out_reader *r = reader_call(env, info, 2, argv);
   if (!r) return NULL;
   if (napi_get_value_int32(env, argv[1], &slot) != napi_ok || slot < 0 || slot >= OUT_SLOTS) {
     napi_throw_type_error(env, NULL, "outDisarm(reader, slot 0..7)");

@@ -11,6 +11,7 @@ const path = require('path');
 const WebSocket = require('ws');
 const pty = require('node-pty');
 const lib = require('../../dist/bench/lib.js');
+const { keystrokes: timed } = require('./keystrokes');
 const ARGS = ['bash', '-c', 'stty raw -echo; printf R; exec cat'];
 const N = +(process.env.N || 2000), WARMUP = 200, ROUNDS = +(process.env.ROUNDS || 11), DAEMONS = +(process.env.DAEMONS || 3);
 const pct = (a, p) => [...a].sort((x, y) => x - y)[Math.floor((a.length * p) / 100)];
@@ -25,31 +26,26 @@ const cpuOf = (pid) => {
 };
 
 /** Times N keystrokes after WARMUP; with `watch` ({daemon, program}), `out.place` = same-CPU shares in percent. */
-async function keystrokes(send, onData, readyAlready, watch) {
-  let waiting = null, ready = readyAlready;
-  onData((d) => {
-    if (!ready) return void (ready = d.includes(82));
-    if (waiting && d.includes(waiting.b)) { const w = waiting; waiting = null; w.r(); }
+function keystrokes(send, onData, readyAlready, watch) {
+  let samples = 0, withClient = 0, withProgram = 0, timer = null;
+  return timed(send, onData, readyAlready, {
+    n: N,
+    warmup: WARMUP,
+    start: () => {
+      if (!watch) return;
+      timer = setInterval(() => {
+        const d = cpuOf(watch.daemon);
+        samples++;
+        if (d === cpuOf(process.pid)) withClient++;
+        if (d === cpuOf(watch.program)) withProgram++;
+      }, 3);
+    },
+    end: (out) => {
+      if (!timer) return;
+      clearInterval(timer);
+      out.place = `${Math.round((100 * withClient) / samples)}/${Math.round((100 * withProgram) / samples)}`;
+    },
   });
-  while (!ready) await lib.sleep(5);
-  const out = [];
-  let samples = 0, withClient = 0, withProgram = 0;
-  const timer = watch && setInterval(() => {
-    const d = cpuOf(watch.daemon);
-    samples++;
-    if (d === cpuOf(process.pid)) withClient++;
-    if (d === cpuOf(watch.program)) withProgram++;
-  }, 3);
-  for (let i = 0; i < N + WARMUP; i++) {
-    const b = 97 + (i % 26), t0 = performance.now();
-    await new Promise((r) => { waiting = { b, r }; send(Buffer.from([b])); });
-    if (i >= WARMUP) out.push((performance.now() - t0) * 1000);
-  }
-  if (timer) {
-    clearInterval(timer);
-    out.place = `${Math.round((100 * withClient) / samples)}/${Math.round((100 * withProgram) / samples)}`;
-  }
-  return out;
 }
 
 (async () => {

@@ -12,6 +12,7 @@ const path = require('path');
 const WebSocket = require('ws');
 const pty = require('node-pty');
 const lib = require('../../dist/bench/lib.js');
+const { keystrokes: timed } = require('./keystrokes');
 const ARGS = ['bash', '-c', 'stty raw -echo; printf R; exec cat'];
 const N = +(process.env.N || 2000), WARMUP = 200, ROUNDS = +(process.env.ROUNDS || 7);
 const NATIVE_RELAY = path.join(os.tmpdir(), 'agentd-bench-native-relay');
@@ -21,21 +22,7 @@ const childrenOf = (pid) => fs.readdirSync(`/proc/${pid}/task`).flatMap((t) => f
 /** The echoing program (a child of `server`) may run on any CPU, whatever the server's pinning gave it. */
 const freeChildren = (server) => { for (const c of childrenOf(server)) pin('3', c, false); };
 
-async function keystrokes(send, onData, readyAlready) {
-  let waiting = null, ready = readyAlready;
-  onData((d) => {
-    if (!ready) return void (ready = d.includes(82));
-    if (waiting && d.includes(waiting.b)) { const w = waiting; waiting = null; w.r(); }
-  });
-  while (!ready) await lib.sleep(5);
-  const out = [];
-  for (let i = 0; i < N + WARMUP; i++) {
-    const b = 97 + (i % 26), t0 = performance.now();
-    await new Promise((r) => { waiting = { b, r }; send(Buffer.from([b])); });
-    if (i >= WARMUP) out.push((performance.now() - t0) * 1000);
-  }
-  return out;
-}
+const keystrokes = (send, onData, readyAlready) => timed(send, onData, readyAlready, { n: N, warmup: WARMUP });
 
 async function viaRelay(port, pid) {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false });

@@ -12,6 +12,7 @@ const path = require('path');
 const WebSocket = require('ws');
 const pty = require('node-pty');
 const lib = require('../../dist/bench/lib.js');
+const { keystrokes: timed } = require('./keystrokes');
 const ARGS = ['bash', '-c', 'stty raw -echo; printf R; exec cat'];
 const N = +(process.env.N || 2000), WARMUP = 200, ROUNDS = +(process.env.ROUNDS || 5);
 const NATIVE_RELAY = path.join(os.tmpdir(), 'agentd-bench-native-relay');
@@ -20,23 +21,14 @@ const portOf = (p) => new Promise((res) => p.stdout.once('data', (d) => res(JSON
 const pct = (a, p) => [...a].sort((x, y) => x - y)[Math.floor((a.length * p) / 100)];
 
 /** Times N keystrokes after WARMUP; `out.cpuUs` is `pid`'s CPU per timed keystroke (when a pid is given). */
-async function keystrokes(send, onData, readyAlready, pid) {
-  let waiting = null, ready = readyAlready;
-  onData((d) => {
-    if (!ready) return void (ready = d.includes(82));
-    if (waiting && d.includes(waiting.b)) { const w = waiting; waiting = null; w.r(); }
-  });
-  while (!ready) await lib.sleep(5);
-  const out = [];
+function keystrokes(send, onData, readyAlready, pid) {
   let cpu0 = 0;
-  for (let i = 0; i < N + WARMUP; i++) {
-    if (i === WARMUP && pid) cpu0 = lib.processCpuMs(pid);
-    const b = 97 + (i % 26), t0 = performance.now();
-    await new Promise((r) => { waiting = { b, r }; send(Buffer.from([b])); });
-    if (i >= WARMUP) out.push((performance.now() - t0) * 1000);
-  }
-  out.cpuUs = pid ? ((lib.processCpuMs(pid) - cpu0) * 1000) / N : null;
-  return out;
+  return timed(send, onData, readyAlready, {
+    n: N,
+    warmup: WARMUP,
+    start: () => pid && (cpu0 = lib.processCpuMs(pid)),
+    end: (out) => (out.cpuUs = pid ? ((lib.processCpuMs(pid) - cpu0) * 1000) / N : null),
+  });
 }
 
 async function viaSocket(port, pid) {

@@ -97,14 +97,20 @@ function fastClient(id: string, fd: number) {
   return c;
 }
 
+/** A set with one ready client, after the chunk 'a' at offset 0 (sent the usual way; the client is armed after it). */
+function armedAfterA() {
+  const set = new ClientSet();
+  const fast = fakeFast();
+  const c = fastClient('c', 41);
+  const att = set.add(c);
+  att.ready = true;
+  set.broadcast(Buffer.from('a'), 0, fast);
+  return { set, fast, c, att };
+}
+
 describe('ClientSet with a native output path', () => {
   it('arms a caught-up client with a clean socket, and does not send again what the reader sent', () => {
-    const set = new ClientSet();
-    const fast = fakeFast();
-    const c = fastClient('c', 41);
-    const att = set.add(c);
-    att.ready = true;
-    set.broadcast(Buffer.from('a'), 0, fast); // sent the usual way; armed after it
+    const { set, fast, c, att } = armedAfterA(); // sent the usual way; armed after it
     expect(Buffer.concat(c.out).toString()).toBe('a');
     expect([...fast.armed.values()]).toEqual([41]);
     fast.next.set(att.slot, frameLength(1));
@@ -115,12 +121,7 @@ describe('ClientSet with a native output path', () => {
   });
 
   it('sends the rest of a frame the reader only began, then disarms the client', () => {
-    const set = new ClientSet();
-    const fast = fakeFast();
-    const c = fastClient('c', 41);
-    const att = set.add(c);
-    att.ready = true;
-    set.broadcast(Buffer.from('a'), 0, fast);
+    const { set, fast, c, att } = armedAfterA();
     const chunk = Buffer.from('hello world');
     fast.next.set(att.slot, 3);
     c.clean = false; // what it sends now stays queued: no re-arming
@@ -133,12 +134,7 @@ describe('ClientSet with a native output path', () => {
   });
 
   it('sends the usual way when the reader wrote nothing there (socket full), and disarms on any other write', () => {
-    const set = new ClientSet();
-    const fast = fakeFast();
-    const c = fastClient('c', 41);
-    const att = set.add(c);
-    att.ready = true;
-    set.broadcast(Buffer.from('a'), 0, fast);
+    const { set, fast, c, att } = armedAfterA();
     fast.next.set(att.slot, 0);
     set.broadcast(Buffer.from('b'), 1, fast);
     expect(Buffer.concat(c.out).toString()).toBe('ab');
