@@ -85,6 +85,8 @@ typedef struct {
   napi_async_context ctx;
   int polling, closed;
   int in_call;             /* JavaScript's onData runs: a close from in there is finished when it returns */
+  int handle_closed;       /* libuv is done with the handle */
+  int finalized;           /* JavaScript's handle to it was collected: the struct may go once both are done */
   unsigned char *buf;      /* the thread's read buffer (shared by its readers: one runs at a time) */
 } out_reader;
 
@@ -145,8 +147,23 @@ static int32_t send_frame(int sock, unsigned char *hdr, size_t hl, unsigned char
   return (int32_t)w;
 }
 
+static void free_if_done(out_reader *r) {
+  if (r->handle_closed && r->finalized) free(r);
+}
+
 static void on_closed(uv_handle_t *h) {
-  free(h->data);
+  out_reader *r = (out_reader *)h->data;
+  r->handle_closed = 1;
+  free_if_done(r);
+}
+
+/* JavaScript's handle is gone. A reader is always closed first (its callback holds the handle until then). */
+static void on_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  out_reader *r = (out_reader *)data;
+  r->finalized = 1;
+  free_if_done(r);
 }
 
 /* The last step of closing: JavaScript's references go, the handle is closed and then freed. Not while onData runs. */
@@ -274,7 +291,7 @@ static napi_value OutOpen(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "agentd.outputReader", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &r->ctx);
   napi_value ext;
-  napi_create_external(env, r, NULL, NULL, &ext);
+  napi_create_external(env, r, on_finalize, NULL, &ext);
   return ext;
 }
 

@@ -52,6 +52,8 @@ class NodePtyProcess implements PtyProcess, FastOutput {
   private pendingExit: PtyExit | null = null;
   /** The native reader, reading instead of node-pty's socket; null if there is none (or it failed). */
   private native: NativeReader | null = null;
+  /** Paused by the owner: the native reader does not start again on take-back. */
+  private paused = false;
   /** How often the output went to the thread (tests, diagnostics). */
   handOffs = 0;
   /** Chunks the native reader read (tests, diagnostics). */
@@ -155,8 +157,11 @@ class NodePtyProcess implements PtyProcess, FastOutput {
     if (!this.threadReads) return;
     this.threadReads = false;
     if (this.exited || this.disposed) return;
-    if (this.native) this.native.start();
-    else this.startSocket();
+    if (this.native) {
+      if (!this.paused) this.native.start();
+    } else {
+      this.startSocket();
+    }
   }
 
   /** The native reader failed (it closed itself): node-pty's socket reads, and reports what comes. */
@@ -228,6 +233,7 @@ class NodePtyProcess implements PtyProcess, FastOutput {
   }
 
   pause(): void {
+    this.paused = true;
     if (this.native) {
       if (!this.threadReads) this.native.stop();
     } else {
@@ -237,6 +243,7 @@ class NodePtyProcess implements PtyProcess, FastOutput {
   }
 
   resume(): void {
+    this.paused = false;
     if (this.native) {
       if (!this.threadReads) this.native.start();
     } else {

@@ -135,6 +135,12 @@ export class ClientSet {
     if (fast !== this.fast) this.useFast(fast);
     let fellBehind: Attachment[] | null = null;
     for (const att of this.attachments.values()) {
+      if (att.slot >= 0 && !this.liveAt(att, at)) {
+        // Never so while the bookkeeping holds (an armed client is live); if it broke, the client starts afresh.
+        this.resetArmed(att, data);
+        (fellBehind ??= []).push(att);
+        continue;
+      }
       if (!att.ready || att.lagging) continue;
       if (att.position !== at) continue; // still catching up through its own path
       if (att.slot >= 0 && this.sentNatively(att, data)) continue;
@@ -169,10 +175,22 @@ export class ClientSet {
     return true;
   }
 
+  private liveAt(att: Attachment, at: number): boolean {
+    return att.ready && !att.lagging && att.position === at;
+  }
+
+  /** An armed client out of step: what the reader began is finished, the slot let go, and the client resynchronised. */
+  private resetArmed(att: Attachment, data: Buffer): void {
+    const sent = this.fast!.sentTo(att.slot);
+    this.disarm(att);
+    if (sent > 0 && sent < frameLength(data.length)) att.client.sendFramed!(binaryFrame(data).subarray(sent));
+    att.lagging = true;
+  }
+
   /** Arms a free slot for each caught-up client whose socket has nothing of ours queued. */
   private armFast(fast: FastOutput, end: number): void {
     for (const att of this.attachments.values()) {
-      if (att.slot >= 0 || !att.ready || att.lagging || att.position !== end || att.overWatermark()) continue;
+      if (att.slot >= 0 || !this.liveAt(att, end) || att.overWatermark()) continue;
       const slot = this.slots.indexOf(null);
       if (slot < 0) return;
       const fd = att.client.fastFd?.();

@@ -223,6 +223,7 @@ export class Session extends Disposable implements MonitoredSession {
   private onOutput(chunk: Buffer): void {
     const at = this.log.append(chunk);
     this.record.outputBytes = this.log.end;
+    // First, before anything else writes to a client: a frame the native reader only began is finished here.
     this.stream.broadcast(chunk, at, this.pty?.fastOutput ?? null);
     this.deps.store.appendOutput(this.record.id, at, chunk);
     this.screenKeeper.noteOutput();

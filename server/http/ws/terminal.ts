@@ -33,6 +33,8 @@ export class WsClient implements SessionClient {
   fastFd(): number | null {
     const s = this.socket;
     if (!s || this.ws.readyState !== WebSocket.OPEN || this.ws.bufferedAmount !== 0 || s.writableCorked || s.destroyed) return null;
+    // Frames go to the descriptor as they are: never under TLS (agentd serves plain HTTP, but a socket may be wrapped).
+    if ((s as { encrypted?: boolean }).encrypted) return null;
     const fd = s._handle?.fd;
     return typeof fd === 'number' && fd >= 0 ? fd : null;
   }

@@ -1,4 +1,5 @@
 import { readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { nativeHelper } from '../../../server/common/native';
 import { binaryFrame, frameLength } from '../../../server/pty/FastOutput';
 import { startDaemon, TestDaemon } from '../../helpers/app';
@@ -20,6 +21,12 @@ const linesOf = (n: number, every: number) => ({
 });
 /** Light output (a pause every 5 lines, ~190 bytes: read on the event loop) and a flood (~12 MB, a pause every 100). */
 const LINES = linesOf(1000, 5);
+
+/** R, then a numbered block of 3000 bytes for each byte on stdin (one read each, under the flood size); `q`: done. */
+const BLOCKS = {
+  command: 'bash',
+  args: ['--norc', '--noprofile', '-c', 'stty raw -opost -echo; exec python3 "$0"', join(__dirname, '../../fixtures/blocks.py')],
+};
 
 function expected(n: number): string {
   let s = '';
@@ -53,7 +60,7 @@ async function attach(d: TestDaemon, id: string): Promise<TestSocket> {
 describe('the native output path', () => {
   let d: TestDaemon;
   beforeEach(async () => {
-    d = await startDaemon({ agents: { lines: LINES, many: linesOf(300_000, 100), echo: { command: 'bash', args: ['--norc', '--noprofile', '-c', 'stty raw -echo; exec cat'] } } });
+    d = await startDaemon({ agents: { lines: LINES, many: linesOf(300_000, 100), echo: { command: 'bash', args: ['--norc', '--noprofile', '-c', 'stty raw -echo; exec cat'] }, blocks: BLOCKS } });
   });
   afterEach(async () => {
     await d.dispose();
@@ -162,6 +169,46 @@ describe('the native output path', () => {
       if (f.json?.type === 'attached' || f.json?.type === 'snapshot') at = f.json.offset;
       if (!f.bytes) continue;
       if (f.bytes.toString() !== stream.slice(at, at + f.bytes.length)) wrong.push(`${JSON.stringify(f.bytes.toString())} at ${at}`);
+      at += f.bytes.length;
+    }
+    expect(wrong).toEqual([]);
+    expect(at).toBe(stream.length);
+  }, 60_000);
+
+  it('finishes a frame the socket took only part of, and the stream stays exact for a client that reads again', async () => {
+    const session = await d.create({ agent: 'blocks' });
+    const c = await attach(d, session.id);
+    const socket = (c.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    const pty = () => (d.app.pool.get(session.id) as unknown as { pty: { nativeChunks: number; handOffs: number } }).pty;
+    const stats = () => internals(d, session.id).fastStats;
+    await waitFor(() => c.output.includes('R') || c.json().some((f) => f.type === 'snapshot' && String(f.data).includes('R')), 10_000, 'the program to start');
+    socket.pause();
+    // One block at a time (no read merges two into a flood): the kernel's buffers fill some MB in, and then a block's
+    // frame goes into the socket only in part, the rest after it.
+    let blocks = 0;
+    const written = () => (d.app.pool.get(session.id) as unknown as { record: { outputBytes: number } }).record.outputBytes;
+    while (stats().partial === 0 && blocks < 5000) {
+      d.app.pool.get(session.id).write('b');
+      blocks++;
+      // The whole block is in before the next is asked for (the terminal may hand it over in pieces).
+      while (written() < 1 + blocks * 3000) await new Promise((r) => setImmediate(r));
+    }
+    expect(stats().partial).toBeGreaterThan(0);
+    expect(pty().handOffs).toBe(0);
+    d.app.pool.get(session.id).write('q');
+    socket.resume();
+    await waitFor(() => c.json().some((f) => f.type === 'snapshot' && String(f.data).includes('done')) || c.output.toString('latin1', Math.max(0, c.output.length - 10)).endsWith('done\n'), 30_000, 'the end of the output');
+    expect(c.closeCode).toBeNull();
+    // From each attached or snapshot frame's offset on, the bytes are the stream's own (its blocks are numbered).
+    let stream = 'R';
+    for (let i = 0; i < blocks; i++) stream += String(i).padStart(6, '0').repeat(500);
+    stream += 'done\n';
+    let at = 0;
+    const wrong: number[] = [];
+    for (const f of c.frames) {
+      if (f.json?.type === 'attached' || f.json?.type === 'snapshot') at = f.json.offset;
+      if (!f.bytes) continue;
+      if (f.bytes.toString('latin1') !== stream.slice(at, at + f.bytes.length)) wrong.push(at);
       at += f.bytes.length;
     }
     expect(wrong).toEqual([]);

@@ -171,3 +171,17 @@ describe('ClientSet with a native output path', () => {
     expect(Buffer.concat(again.out).toString()).toBe('bc');
   });
 });
+
+describe('ClientSet with a native output path, when its bookkeeping broke', () => {
+  it('finishes the frame the reader began for an armed client out of step, lets its slot go and resynchronises it', () => {
+    const { set, fast, c, att } = armedAfterA();
+    att.position = 0; // as if a chunk's bookkeeping was lost (an exception in the middle of onData)
+    const chunk = Buffer.from('hello');
+    fast.next.set(att.slot, 2);
+    expect(set.broadcast(chunk, 1, fast)).toEqual([att]);
+    expect(Buffer.concat(c.framed)).toEqual(binaryFrame(chunk).subarray(2));
+    expect(att.slot).toBe(-1);
+    expect(att.lagging).toBe(true);
+    expect(fast.armed.size).toBe(0);
+  });
+});
