@@ -4,7 +4,8 @@
 // free to run on either. Servers: the native relay (bench/native-relay.c, built by core.js into os.tmpdir()), the lean
 // Node relay (lean-relay.js, input written directly) and agentd; the floor is node-pty in this process. p50 per round
 // (a fresh PTY each round), median over rounds, ratio to the floor round by round. Needs 2+ CPUs and `taskset`.
-// NATIVE_OUT=/tmp/native-out.node (see native-out.c) adds the lean relay with its output sent by the native addon.
+// NATIVE_OUT=/tmp/native-out.node (see native-out.c) adds the lean relay with its output sent by the native addon;
+// NATIVE_AB=1 adds agentd with its native output path off (AGENTD_NATIVE_OUTPUT=off).
 const { execFileSync, spawn } = require('child_process');
 const fs = require('fs');
 const os = require('os');
@@ -60,15 +61,20 @@ async function viaRelay(port, pid) {
       pin(mask, p.pid);
       systems[`${name}, ${where}`] = () => viaRelay(port, p.pid);
     }
-    const d = await lib.startDaemon({ agents: { echo: { command: ARGS[0], args: ARGS.slice(1) } } });
-    procs.push({ kill: () => d.stop() });
-    pin(mask, d.pid);
-    systems[`agentd, ${where}`] = async () => {
-      const id = await d.create('echo');
-      pin('3', (await d.api('GET', `/api/sessions/${id}`)).json.session.pid, false);
-      const t = await lib.TermClient.connect(d, id);
-      try { return await keystrokes((k) => t.send(k), (cb) => (t.onBytes = cb), t.head.includes('R')); } finally { t.close(); await d.api('DELETE', `/api/sessions/${id}`); }
-    };
+    // agentd, and with AGENTD_NATIVE_OUTPUT=off (output leaves through JavaScript) when NATIVE_AB=1.
+    for (const off of process.env.NATIVE_AB ? [false, true] : [false]) {
+      if (off) process.env.AGENTD_NATIVE_OUTPUT = 'off';
+      const d = await lib.startDaemon({ agents: { echo: { command: ARGS[0], args: ARGS.slice(1) } } });
+      delete process.env.AGENTD_NATIVE_OUTPUT;
+      procs.push({ kill: () => d.stop() });
+      pin(mask, d.pid);
+      systems[`agentd${off ? ' (native off)' : ''}, ${where}`] = async () => {
+        const id = await d.create('echo');
+        pin('3', (await d.api('GET', `/api/sessions/${id}`)).json.session.pid, false);
+        const t = await lib.TermClient.connect(d, id);
+        try { return await keystrokes((k) => t.send(k), (cb) => (t.onBytes = cb), t.head.includes('R')); } finally { t.close(); await d.api('DELETE', `/api/sessions/${id}`); }
+      };
+    }
   }
   try {
     const names = Object.keys(systems);
@@ -82,7 +88,7 @@ async function viaRelay(port, pid) {
     console.log(`load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; ${N} keystrokes x ${ROUNDS} rounds; client on CPU 0`);
     for (const n of names) {
       const ratio = pct(res[n].map((x, i) => x / res.floor[i]), 50);
-      console.log(`${n.padEnd(20)} p50 ${pct(res[n], 50).toFixed(0).padStart(4)} us [${res[n].map((x) => x.toFixed(0)).join(' ')}]  ratio ${ratio.toFixed(2)}`);
+      console.log(`${n.padEnd(28)} p50 ${pct(res[n], 50).toFixed(0).padStart(4)} us [${res[n].map((x) => x.toFixed(0)).join(' ')}]  ratio ${ratio.toFixed(2)}`);
     }
   } finally {
     for (const p of procs) await p.kill('SIGKILL');
