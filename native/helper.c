@@ -87,6 +87,8 @@ typedef struct {
   int in_call;             /* JavaScript's onData runs: a close from in there is finished when it returns */
   int handle_closed;       /* libuv is done with the handle */
   int finalized;           /* JavaScript's handle to it was collected: the struct may go once both are done */
+  int released;            /* release() ran: the handle is closing */
+  napi_async_cleanup_hook_handle cleanup; /* holds the environment's teardown until the handle is closed */
   unsigned char *buf;      /* the thread's read buffer (shared by its readers: one runs at a time) */
 } out_reader;
 
@@ -154,6 +156,9 @@ static void free_if_done(out_reader *r) {
 static void on_closed(uv_handle_t *h) {
   out_reader *r = (out_reader *)h->data;
   r->handle_closed = 1;
+  /* The environment (a worker's, the main thread's at its end) may go now: this code is not called any more. */
+  if (r->cleanup) napi_remove_async_cleanup_hook(r->cleanup);
+  r->cleanup = NULL;
   free_if_done(r);
 }
 
@@ -166,8 +171,11 @@ static void on_finalize(napi_env env, void *data, void *hint) {
   free_if_done(r);
 }
 
+static void on_env_cleanup(napi_async_cleanup_hook_handle handle, void *arg);
+
 /* The last step of closing: JavaScript's references go, the handle is closed and then freed. Not while onData runs. */
 static void release(out_reader *r) {
+  r->released = 1;
   napi_delete_reference(r->env, r->written_ref);
   napi_delete_reference(r->env, r->on_data);
   napi_async_destroy(r->env, r->ctx);
@@ -181,12 +189,13 @@ static int out_call(out_reader *r, napi_value arg) {
   napi_get_global(r->env, &global);
   r->in_call = 1;
   napi_status status = napi_make_callback(r->env, r->ctx, global, cb, 1, &arg, &result);
-  r->in_call = 0;
   if (status == napi_pending_exception) {
     napi_value err;
     napi_get_and_clear_last_exception(r->env, &err);
+    /* Still "in the call": an 'uncaughtException' handler that closes the reader must not release it twice. */
     napi_fatal_exception(r->env, err);
   }
+  r->in_call = 0;
   if (!r->closed) return 1;
   release(r);
   return 0;
@@ -209,8 +218,9 @@ static void on_readable(uv_poll_t *h, int status, int events) {
       err = EIO;
     }
   }
+  napi_env env = r->env; /* the reader may be released inside onData: after it, only this is used */
   napi_handle_scope scope;
-  napi_open_handle_scope(r->env, &scope);
+  napi_open_handle_scope(env, &scope);
   if (err) {
     /* The terminal hung up or failed: stop, and tell JavaScript (its own reader takes over). */
     uv_poll_stop(&r->poll);
@@ -218,7 +228,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
     napi_value code;
     napi_create_string_utf8(r->env, err == EIO ? "EIO" : strerror(err), NAPI_AUTO_LENGTH, &code);
     out_call(r, code);
-    napi_close_handle_scope(r->env, scope);
+    napi_close_handle_scope(env, scope);
     return;
   }
   unsigned char hdr[10];
@@ -244,7 +254,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   /* Chunks read elsewhere (the reader thread) must not look sent. (A closed reader's array may be gone: left alone.) */
   if (out_call(r, chunk))
     for (int s = 0; s < OUT_SLOTS; s++) r->written[s] = -1;
-  napi_close_handle_scope(r->env, scope);
+  napi_close_handle_scope(env, scope);
 }
 
 /* outOpen(fd, written: Int32Array(OUT_SLOTS), onData(chunk | errorCode)): takes ownership of fd. */
@@ -292,6 +302,7 @@ static napi_value OutOpen(napi_env env, napi_callback_info info) {
   napi_async_init(env, NULL, name, &r->ctx);
   napi_value ext;
   napi_create_external(env, r, on_finalize, NULL, &ext);
+  napi_add_async_cleanup_hook(env, on_env_cleanup, r, &r->cleanup);
   return ext;
 }
 
@@ -322,6 +333,7 @@ static napi_value OutStop(napi_env env, napi_callback_info info) {
 static void disarm(out_reader *r, int slot) {
   if (r->socks[slot] >= 0) close(r->socks[slot]);
   r->socks[slot] = -1;
+  r->written[slot] = -1; /* nothing of the current chunk went there, as far as anyone asks from now on */
 }
 
 /* outArm(reader, slot, socketFd): later chunks are also sent to that socket (through our own duplicate of it). */
@@ -356,6 +368,27 @@ static napi_value OutDisarm(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Stops for good and closes the descriptors (the terminal's and the sockets' duplicates). */
+static void shut(out_reader *r) {
+  r->closed = 1;
+  if (r->polling) uv_poll_stop(&r->poll);
+  r->polling = 0;
+  for (int s = 0; s < OUT_SLOTS; s++) disarm(r, s);
+  close(r->fd);
+  r->fd = -1;
+}
+
+/* The thread's JavaScript environment goes (a worker's end, the main thread's exit) with the reader still open:
+ * no JavaScript runs any more, so it is closed and released now (else libuv's loop ends with our handle open, and
+ * a read after the environment went would use its freed buffer). */
+static void on_env_cleanup(napi_async_cleanup_hook_handle handle, void *arg) {
+  (void)handle;
+  out_reader *r = (out_reader *)arg;
+  if (r->released) return; /* closing already: on_closed lets the environment go */
+  if (!r->closed) shut(r);
+  release(r);
+}
+
 /* outClose(reader): stops, closes the terminal's and the sockets' duplicates; no more calls. */
 static napi_value OutClose(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -365,12 +398,7 @@ static napi_value OutClose(napi_env env, napi_callback_info info) {
   if (argc < 1 || napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL) return NULL;
   out_reader *r = (out_reader *)p;
   if (r->closed) return NULL;
-  r->closed = 1;
-  if (r->polling) uv_poll_stop(&r->poll);
-  r->polling = 0;
-  for (int s = 0; s < OUT_SLOTS; s++) disarm(r, s);
-  close(r->fd);
-  r->fd = -1;
+  shut(r);
   if (!r->in_call) release(r);
   return NULL;
 }

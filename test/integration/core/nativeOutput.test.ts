@@ -2,6 +2,9 @@ import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { nativeHelper } from '../../../server/common/native';
 import { binaryFrame, frameLength } from '../../../server/pty/FastOutput';
+import { AddressInfo } from 'node:net';
+import WebSocket, { WebSocketServer } from 'ws';
+import { WsClient } from '../../../server/http/ws/terminal';
 import { startDaemon, TestDaemon } from '../../helpers/app';
 import { TestSocket } from '../../helpers/ws';
 import { waitFor } from '../../helpers/wait';
@@ -139,11 +142,13 @@ describe('the native output path', () => {
       keys.push(k);
       c.ws.send(Buffer.from(k));
     };
-    type('a');
-    await c.waitOutput('a');
-    type('b');
-    await c.waitOutput('ab'); // armed by now
-    expect(internals(d, session.id).fastStats.sent).toBeGreaterThan(0);
+    // Armed after a chunk goes out (and disarmed by any frame of ours): type until it is.
+    const armed = () => (d.app.pool.get(session.id) as unknown as { stream: { clients: { slots: unknown[] } } }).stream.clients.slots.filter(Boolean).length;
+    await waitFor(async () => {
+      type('a');
+      await c.waitOutput(keys.join(''));
+      return armed() === 1;
+    }, 10_000, 'the client to be armed');
     const socket = (c.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
     socket.pause();
     // Error frames of ~900 KB each: more than the kernel's buffers take, so the daemon queues the rest.
@@ -262,3 +267,40 @@ describe('the native output path', () => {
     }
   }, 30_000);
 });
+
+describe('WsClient, the native path\'s view of a socket', () => {
+  it('tells of every write to the socket before it happens: our frames, ws\'s pongs, pings and close frame', async () => {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((r) => wss.once('listening', r));
+    const accepted = new Promise<WebSocket>((r) => wss.once('connection', r));
+    const peer = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`);
+    const got: string[] = [];
+    peer.on('message', (d) => got.push(String(d)));
+    const server = await accepted;
+    await new Promise((r) => peer.once('open', r));
+    try {
+      const client = new WsClient(server);
+      let writes = 0;
+      client.onWrite = () => writes++;
+      expect(client.fastFd()).toEqual(expect.any(Number));
+      client.sendJson({ type: 'x' });
+      client.sendOutput(Buffer.from('y'));
+      client.sendFramed(binaryFrame(Buffer.from('z')));
+      server.ping();
+      const pong = writes;
+      peer.ping(); // ws answers with a pong of its own
+      await waitFor(() => writes > pong, 5_000, 'the automatic pong');
+      await waitFor(() => got.length === 3, 5_000, 'the frames');
+      expect(got).toEqual(['{"type":"x"}', 'y', 'z']);
+      const before = writes;
+      client.close(1000, 'bye');
+      expect(writes).toBeGreaterThan(before);
+      expect(client.fastFd()).toBeNull();
+      expect(before).toBeGreaterThanOrEqual(5);
+    } finally {
+      peer.terminate();
+      await new Promise((r) => wss.close(r));
+    }
+  });
+});
+
