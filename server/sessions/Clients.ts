@@ -167,7 +167,7 @@ export class ClientSet {
     if (sent < frameLength(data.length)) {
       this.fastStats.partial++;
       this.disarm(att);
-      att.client.sendFramed!(binaryFrame(data).subarray(sent));
+      this.finishFrame(att, data, sent);
     } else if (att.overWatermark()) {
       // The next chunk goes the usual way, which finds it lagging.
       this.disarm(att);
@@ -183,8 +183,13 @@ export class ClientSet {
   private resetArmed(att: Attachment, data: Buffer): void {
     const sent = this.fast!.sentTo(att.slot);
     this.disarm(att);
-    if (sent > 0 && sent < frameLength(data.length)) att.client.sendFramed!(binaryFrame(data).subarray(sent));
+    if (sent > 0) this.finishFrame(att, data, sent);
     att.lagging = true;
+  }
+
+  /** Sends the rest of the chunk's frame, of which the reader wrote `sent` bytes (nothing if it wrote it all). */
+  private finishFrame(att: Attachment, data: Buffer, sent: number): void {
+    if (sent < frameLength(data.length)) att.client.sendFramed!(binaryFrame(data).subarray(sent));
   }
 
   /** Arms a free slot for each caught-up client whose socket has nothing of ours queued. */
