@@ -11,7 +11,7 @@ export const FAST_SLOTS = 8;
  * loop's own thread and sends each chunk, as one binary WebSocket frame, to
  * the sockets armed in its slots, before JavaScript sees the chunk. A
  * keystroke's echo then leaves without waiting for V8, node-pty's stream or
- * `ws` (docs/PERFORMANCE.md, stop 14: 5–18 µs of the echo on this machine).
+ * `ws` (docs/PERFORMANCE.md, stop 14: 3–18 µs of the echo on this machine).
  *
  * The rules that keep the stream exact (ClientSet keeps them):
  * - a socket is armed only while nothing of JavaScript's is queued on it
