@@ -176,8 +176,9 @@ class NodePtyProcess implements PtyProcess, FastOutput {
     return this.native ? this : null;
   }
 
+  /** The native reader is let go at the exit and at dispose: while it is here, only a hand-off stops it. */
   get active(): boolean {
-    return this.native !== null && !this.threadReads && !this.exited && !this.disposed;
+    return this.native !== null && !this.threadReads;
   }
 
   arm(slot: number, fd: number): boolean {
