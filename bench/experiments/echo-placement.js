@@ -53,6 +53,7 @@ async function viaRelay(port, pid) {
     const mask = where === 'same' ? '1' : '2';
     const relays = { 'lean relay': ['node', [path.join(__dirname, 'lean-relay.js'), ...ARGS]] };
     if (process.env.NATIVE_OUT) relays['lean native out'] = ['node', [path.join(__dirname, 'lean-relay.js'), ...ARGS], { MODE: 'native' }];
+    if (process.env.NATIVE_OUT) relays['lean native both'] = ['node', [path.join(__dirname, 'lean-relay.js'), ...ARGS], { MODE: 'native-both' }];
     if (fs.existsSync(NATIVE_RELAY)) relays['native relay'] = [NATIVE_RELAY, ARGS];
     for (const [name, [cmd, argv, env]] of Object.entries(relays)) {
       const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MODE: 'js', WRITE: 'direct', ...env } });

@@ -1,4 +1,4 @@
-// Usage: [MODE=js|native|native-nocb|native-read] [WRITE=direct|pool] node bench/experiments/lean-relay.js <program> [args...]
+// Usage: [MODE=js|native|native-nocb|native-read|native-both] [WRITE=direct|pool] node bench/experiments/lean-relay.js <program> [args...]
 // A PTY -> WebSocket relay as lean as Node allows, printing {"port":N}: output in binary frames (MODE=js: node-pty's
 // stream and ws.send; native: native-out.c writes the frame, then JS gets the bytes; native-nocb: JS never sees them; native-read:
 // native-out.c only reads, JS sends with ws.send),
@@ -21,9 +21,14 @@ wss.on('connection', (ws) => {
   else {
     p._socket.pause();
     if (MODE === 'native-read') native.start(p._fd, -1, (b) => ws.send(b, { binary: true }));
-    else native.start(p._fd, ws._socket._handle.fd, MODE === 'native' ? (b) => (seen += b.length) : undefined);
+    else native.start(p._fd, ws._socket._handle.fd, MODE === 'native' || MODE === 'native-both' ? (b) => (seen += b.length) : undefined);
   }
-  ws.on('message', (d) => (WRITE === 'direct' ? fs.writeSync(p._fd, d) : p.write(d)));
+  if (MODE === 'native-both') {
+    // The socket's reads leave Node: native-out.c's startIn parses the frames and writes the PTY.
+    ws._socket.pause();
+    ws._socket._handle.readStop();
+    native.startIn(ws._socket._handle.fd, p._fd);
+  } else ws.on('message', (d) => (WRITE === 'direct' ? fs.writeSync(p._fd, d) : p.write(d)));
   ws.on('close', () => p.kill('SIGKILL'));
 });
 server.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: server.address().port })));

@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <node_api.h>
@@ -62,8 +63,43 @@ static napi_value Start(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Input: a uv_poll on the client's socket reads masked client frames and writes
+ * each payload to the PTY, before any JavaScript runs. Whole small frames only
+ * (no fragmentation, no control frames): for one-byte keystrokes. */
+typedef struct { uv_poll_t poll; int sock, pty; } fastin_t;
+
+static void on_socket(uv_poll_t *h, int status, int events) {
+  fastin_t *f = (fastin_t *)h->data;
+  unsigned char in[65536];
+  ssize_t r = recv(f->sock, in, sizeof in, MSG_DONTWAIT);
+  if (r <= 0) { if (r < 0 && errno == EAGAIN) return; uv_poll_stop(h); return; }
+  size_t i = 0;
+  while (i + 6 <= (size_t)r) {
+    size_t len = in[i + 1] & 0x7f, hl = 2;
+    if (len == 126) len = (size_t)in[i + 2] << 8 | in[i + 3], hl = 4;
+    unsigned char *mask = in + i + hl, *p = mask + 4;
+    for (size_t k = 0; k < len; k++) p[k] ^= mask[k & 3];
+    ssize_t w = write(f->pty, p, len);
+    (void)w;
+    i += hl + 4 + len;
+  }
+}
+
+static napi_value StartIn(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value argv[2]; int32_t sock, pty;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  napi_get_value_int32(env, argv[0], &sock); napi_get_value_int32(env, argv[1], &pty);
+  fastin_t *f = calloc(1, sizeof *f); f->sock = dup(sock); f->pty = pty; /* its own fd: one libuv watcher per fd */
+  uv_loop_t *loop; napi_get_uv_event_loop(env, &loop);
+  uv_poll_init(loop, &f->poll, f->sock); f->poll.data = f;
+  uv_poll_start(&f->poll, UV_READABLE, on_socket);
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn; napi_create_function(env, "start", NAPI_AUTO_LENGTH, Start, NULL, &fn);
   napi_set_named_property(env, exports, "start", fn);
+  napi_create_function(env, "startIn", NAPI_AUTO_LENGTH, StartIn, NULL, &fn);
+  napi_set_named_property(env, exports, "startIn", fn);
   return exports;
 }
