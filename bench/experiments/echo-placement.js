@@ -5,7 +5,8 @@
 // Node relay (lean-relay.js, input written directly) and agentd; the floor is node-pty in this process. p50 per round
 // (a fresh PTY each round), median over rounds, ratio to the floor round by round. Needs 2+ CPUs and `taskset`.
 // NATIVE_OUT=/tmp/native-out.node (see native-out.c) adds the lean relay with its output sent by the native addon;
-// NATIVE_AB=1 adds agentd with its native output path off (AGENTD_NATIVE_OUTPUT=off).
+// NATIVE_AB=1 adds agentd with its native output path off (AGENTD_NATIVE_OUTPUT=off); INPUT_AB=1 adds agentd with its
+// native input path off (AGENTD_NATIVE_INPUT=off).
 const { execFileSync, spawn } = require('child_process');
 const fs = require('fs');
 const os = require('os');
@@ -62,14 +63,16 @@ async function viaRelay(port, pid) {
       pin(mask, p.pid);
       systems[`${name}, ${where}`] = () => viaRelay(port, p.pid);
     }
-    // agentd, and with AGENTD_NATIVE_OUTPUT=off (output leaves through JavaScript) when NATIVE_AB=1.
-    for (const off of process.env.NATIVE_AB ? [false, true] : [false]) {
-      if (off) process.env.AGENTD_NATIVE_OUTPUT = 'off';
+    // agentd, and with AGENTD_NATIVE_OUTPUT=off (output leaves through JavaScript) when NATIVE_AB=1, with
+    // AGENTD_NATIVE_INPUT=off (keystrokes are read by ws) when INPUT_AB=1.
+    const variants = [['', null], ...(process.env.NATIVE_AB ? [[' (native out off)', 'AGENTD_NATIVE_OUTPUT']] : []), ...(process.env.INPUT_AB ? [[' (native in off)', 'AGENTD_NATIVE_INPUT']] : [])];
+    for (const [label, off] of variants) {
+      if (off) process.env[off] = 'off';
       const d = await lib.startDaemon({ agents: { echo: { command: ARGS[0], args: ARGS.slice(1) } } });
-      delete process.env.AGENTD_NATIVE_OUTPUT;
+      if (off) delete process.env[off];
       procs.push({ kill: () => d.stop() });
       pin(mask, d.pid);
-      systems[`agentd${off ? ' (native off)' : ''}, ${where}`] = async () => {
+      systems[`agentd${label}, ${where}`] = async () => {
         const id = await d.create('echo');
         pin('3', (await d.api('GET', `/api/sessions/${id}`)).json.session.pid, false);
         const t = await lib.TermClient.connect(d, id);

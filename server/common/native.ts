@@ -22,6 +22,15 @@ export interface NativeHelper {
   outArm?(reader: object, slot: number, fd: number): boolean;
   outDisarm?(reader: object, slot: number): void;
   outClose?(reader: object): void;
+  /**
+   * A client socket's input reader on the event loop (see pty/FastInput.ts): takes ownership of `fd` (a duplicate of
+   * the socket's descriptor). Missing from helpers built before it.
+   */
+  inOpen?(fd: number, onInput: (written: number, rest: Buffer | undefined, stopped: boolean) => void): object;
+  /** Takes whole binary frames off the socket and writes them to (a duplicate of) `ptyFd` while `held[0]` is 0. */
+  inStart?(reader: object, ptyFd: number, held: Int32Array): void;
+  inStop?(reader: object): void;
+  inClose?(reader: object): void;
 }
 
 let helper: NativeHelper | null | undefined;

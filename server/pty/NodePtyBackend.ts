@@ -4,6 +4,7 @@ import { Emitter } from '../common/events';
 import { PtyBackend, PtyExit, PtyProcess, SpawnOptions } from './PtyBackend';
 import { FastOutput, NativeReader, nativeOutputWanted } from './FastOutput';
 import { ReadHandle, ReadThread } from './ReadThread';
+import { InputTarget, nativeInputWanted } from './FastInput';
 import { PtyWriter } from './writer';
 
 /** A read this big filled the kernel's buffer: more is waiting, the output floods (see ReadThread). */
@@ -222,6 +223,13 @@ class NodePtyProcess implements PtyProcess, FastOutput {
     // node-pty's own queue (no direct fd): unbounded, as node-pty has it.
     this.term.write(data as string);
     return true;
+  }
+
+  /** The master and the writer's flag, for the native input path; null where there is none (or it is off). */
+  inputTarget(): InputTarget | null {
+    const fd = (this.term as unknown as { _fd?: unknown })._fd;
+    if (this.exited || this.disposed || !this.writer || typeof fd !== 'number' || !nativeInputWanted()) return null;
+    return { fd, held: this.writer.held };
   }
 
   resize(cols: number, rows: number): void {

@@ -1,5 +1,6 @@
 import { IDisposable } from '../common/disposable';
 import { Event } from '../common/events';
+import type { InputTarget } from './FastInput';
 import type { FastOutput } from './FastOutput';
 
 export interface SpawnOptions {
@@ -43,6 +44,8 @@ export interface PtyProcess extends IDisposable {
   resize(cols: number, rows: number): void;
   /** The native output path, where this process has one (see FastOutput). */
   readonly fastOutput?: FastOutput | null;
+  /** Where the native input path writes, while this process has one (see FastInput); else null. */
+  inputTarget?(): InputTarget | null;
   /** Stops reading output (back-pressure); `resume` reads again. */
   pause(): void;
   resume(): void;

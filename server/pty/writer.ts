@@ -24,6 +24,12 @@ export class PtyWriter {
   private pending = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  /**
+   * Shared with the native input path (FastInput.ts): non-zero while input
+   * waits here or the writer is closed, so that a client's keystrokes are not
+   * written ahead of what waits (they are handed to `write` instead).
+   */
+  readonly held = new Int32Array(1);
 
   constructor(private readonly fd: number) {}
 
@@ -50,11 +56,13 @@ export class PtyWriter {
   private enqueue(data: Buffer): void {
     this.queue.push(data);
     this.pending += data.length;
+    this.held[0] = 1;
   }
 
   /** Drops what is queued (the program is gone) and writes nothing more. */
   close(): void {
     this.closed = true;
+    this.held[0] = 1;
     this.queue = [];
     this.pending = 0;
     if (this.timer) clearTimeout(this.timer);
@@ -94,5 +102,6 @@ export class PtyWriter {
       }
       this.queue.shift();
     }
+    if (this.queue.length === 0 && !this.closed) this.held[0] = 0;
   }
 }

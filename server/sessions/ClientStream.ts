@@ -91,8 +91,22 @@ export class ClientStream implements IDisposable {
   noteInput(client: SessionClient): void {
     const att = this.clients.get(client);
     if (!att) return;
+    // Another client typed: one on the native input path goes back to `ws`, so that its next keystroke is noted (and
+    // its size applied) before the keystroke is written.
+    if (!this.clients.typedLast(att)) for (const other of this.clients.all()) if (other !== att) other.client.stopInput?.();
     this.clients.noteInput(att);
     this.applyGoverningSize();
+  }
+
+  /** True if `client` sent input last (only it may type on the native input path). */
+  typedLast(client: SessionClient): boolean {
+    const att = this.clients.get(client);
+    return att !== undefined && this.clients.typedLast(att);
+  }
+
+  /** Ends the native input path of every client (the terminal is going). */
+  stopInput(): void {
+    for (const att of this.clients.all()) att.client.stopInput?.();
   }
 
   /** A client's acknowledgement of bytes processed. */

@@ -1,3 +1,4 @@
+import type { InputTarget } from '../pty/FastInput';
 import { binaryFrame, FAST_SLOTS, FastOutput, frameLength } from '../pty/FastOutput';
 
 /** An attached client, as the domain sees it (the ws layer implements it). */
@@ -19,6 +20,15 @@ export interface SessionClient {
   sendFramed?(frames: Buffer): void;
   /** Called before anything else is written to the socket: the native path must stop writing there first. */
   onWrite?: (() => void) | null;
+  /**
+   * For the native input path (pty/FastInput.ts): from now on, this client's
+   * keystrokes (binary frames) go straight to `target`, and `onInput(rest)`
+   * runs after each run of them was written — `rest`: bytes the terminal did
+   * not take, for the session's writer. False if it cannot start now.
+   */
+  startInput?(target: InputTarget, onInput: (rest: Buffer | undefined) => void): boolean;
+  /** Ends the native input path (if on): every frame goes through `ws` again. */
+  stopInput?(): void;
 }
 
 /**
@@ -65,6 +75,8 @@ export class Attachment {
 export class ClientSet {
   private readonly attachments = new Map<string, Attachment>();
   private stamp = 0;
+  /** The attachment that sent input last (its size governs, if it gave one). */
+  private typist: Attachment | null = null;
   /** The native output path the slots belong to (the terminal's; a revived session has another). */
   private fast: FastOutput | null = null;
   /** Which attachment each slot sends to. */
@@ -98,11 +110,18 @@ export class ClientSet {
   remove(client: SessionClient): boolean {
     const att = this.attachments.get(client.id);
     if (att) this.disarm(att);
+    if (att && this.typist === att) this.typist = null;
     return this.attachments.delete(client.id);
   }
 
   noteInput(att: Attachment): void {
     att.lastInput = ++this.stamp;
+    this.typist = att;
+  }
+
+  /** True if `att` sent input last: more of its input cannot change the governing size. */
+  typedLast(att: Attachment): boolean {
+    return this.typist === att;
   }
 
   noteSize(att: Attachment, cols: number, rows: number): void {

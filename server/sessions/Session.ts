@@ -247,6 +247,25 @@ export class Session extends Disposable implements MonitoredSession {
     this.noteUserActivity();
   }
 
+  /**
+   * Lets `client`'s keystrokes go straight to the terminal (the native input
+   * path, pty/FastInput.ts) while it is the client that typed last, so that
+   * they cannot change the governing size. terminal.ts offers it after each
+   * read of the client's socket; the client declines when it cannot.
+   */
+  offerNativeInput(client: SessionClient): void {
+    if (!client.startInput || !this.pty?.inputTarget || !this.isLive() || !this.stream.typedLast(client)) return;
+    const target = this.pty.inputTarget();
+    if (target) client.startInput(target, (rest) => this.nativeInput(client, rest));
+  }
+
+  /** Keystrokes the native input path wrote: what `write` notes; `rest`, which the terminal did not take, is written. */
+  private nativeInput(client: SessionClient, rest: Buffer | undefined): void {
+    if (rest) return this.write(rest, client);
+    this.stream.noteInput(client);
+    this.noteUserActivity();
+  }
+
   /** Records a keep-alive event (the lifetime itself restarts in keepAlive). */
   recordKeepAlive(): void {
     this.deps.store.addEvent({ sessionId: this.id, type: 'keep_alive', at: this.deps.clock.now(), detail: { expiresAt: iso(this.record.expiresAt) } });
@@ -433,6 +452,7 @@ export class Session extends Disposable implements MonitoredSession {
     this.setState(state);
     // How a session ended is rare and must survive a crash right after: written now.
     store.flush();
+    this.stream.stopInput();
     const pty = this.pty;
     this.pty = null;
     pty?.dispose();
@@ -507,6 +527,7 @@ export class Session extends Disposable implements MonitoredSession {
   override dispose(): void {
     if (this.readyTimer) clearTimeout(this.readyTimer);
     this.ringTrimmer.dispose();
+    this.stream.stopInput();
     this.pty?.dispose();
     this.pty = null;
     super.dispose();

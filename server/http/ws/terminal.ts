@@ -2,19 +2,38 @@ import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import { Logger } from '../../common/log';
+import { InputTarget, NativeInput } from '../../pty/FastInput';
 import { SessionClient } from '../../sessions/Clients';
 import { Session } from '../../sessions/Session';
 import { isValidSize } from '../../sessions/SessionPool';
 import { ChatService } from '../../sessions/ChatService';
 
-/** A WebSocket's TCP socket, with the libuv handle Node keeps private (its descriptor). */
-type FastSocket = Socket & { _handle?: { fd?: number } | null };
+/** A WebSocket's TCP socket, with the libuv handle Node keeps private (its descriptor, its reads). */
+type FastSocket = Socket & { _handle?: { fd?: number; reading?: boolean; readStop?(): number; readStart?(): number } | null };
+
+/** What `ws`'s frame parser (its Receiver, ws 8) shows of where it is: checked, never changed. */
+interface ReceiverState {
+  _state?: number;
+  _bufferedBytes?: number;
+  _fragmented?: number;
+  _errored?: boolean;
+  _writableState?: { needDrain?: boolean };
+}
 
 /** The terminal socket's side of a client: binary frames for output, JSON for the rest. */
 export class WsClient implements SessionClient {
   readonly id = randomUUID();
   onWrite: (() => void) | null = null;
+  /** Called after `ws` handled each read of the socket: the session may offer the native input path then. */
+  onRead: (() => void) | null = null;
   private readonly socket: FastSocket | null;
+  /** The native input reader of this socket: undefined until first wanted, null if there cannot be one. */
+  private input: NativeInput | null | undefined;
+  /** The native input path takes this client's frames now (Node does not read the socket meanwhile). */
+  private inputOn = false;
+  private onInput: ((rest: Buffer | undefined) => void) | null = null;
+  /** Runs of keystrokes the native input path wrote, and of them those the terminal took only in part (tests, diagnostics). */
+  readonly nativeStats = { runs: 0, rests: 0 };
 
   constructor(private readonly ws: WebSocket) {
     this.socket = (ws as unknown as { _socket?: FastSocket })._socket ?? null;
@@ -27,6 +46,100 @@ export class WsClient implements SessionClient {
       this.onWrite?.();
       return (write as (...a: unknown[]) => boolean).apply(socket, args);
     };
+    // Whoever ends the socket (a terminate, an error, the daemon stopping): the native input reader lets go of it
+    // first, else its own descriptor would hold the connection open and it could still take a keystroke.
+    const destroy = socket.destroy;
+    socket.destroy = (...args: unknown[]) => {
+      this.closeInput();
+      return (destroy as (...a: unknown[]) => Socket).apply(socket, args);
+    };
+    socket.once('close', () => this.closeInput());
+    // After ws's own listener (added when the socket was upgraded): its frames have been handled by now.
+    socket.on('data', () => this.onRead?.());
+  }
+
+  /**
+   * The native input path (pty/FastInput.ts): this socket's binary frames go
+   * straight to `target` until it stops. Only between frames, with nothing of
+   * the client's read but not yet handled by `ws`: then Node stops reading,
+   * and reads again from exactly where the native reader stopped.
+   */
+  startInput(target: InputTarget, onInput: (rest: Buffer | undefined) => void): boolean {
+    if (this.inputOn) return true;
+    const s = this.socket;
+    const handle = s?._handle;
+    if (!s || !handle || !this.betweenFrames()) return false;
+    if (this.input === undefined) this.input = NativeInput.open(handle.fd!, (written, rest, stopped) => this.nativeInput(written, rest, stopped));
+    if (!this.input || !this.input.start(target)) return false;
+    // Node's stream still counts itself as reading (handle.reading stays true), so it never starts reads itself
+    // meanwhile: only resumeReading does.
+    handle.readStop!();
+    this.inputOn = true;
+    this.onInput = onInput;
+    return true;
+  }
+
+  stopInput(): void {
+    if (!this.inputOn) return;
+    this.inputOn = false;
+    this.input?.stop();
+    this.resumeReading();
+  }
+
+  /** `ws` is between frames, has nothing buffered, and Node's stream holds nothing unread: the socket is all there is. */
+  private betweenFrames(): boolean {
+    const s = this.socket!;
+    const h = s._handle;
+    const r = (this.ws as unknown as { _receiver?: ReceiverState })._receiver;
+    return (
+      this.ws.readyState === WebSocket.OPEN &&
+      !s.destroyed &&
+      !(s as { encrypted?: boolean }).encrypted &&
+      typeof h?.fd === 'number' &&
+      h.fd >= 0 &&
+      h.reading === true &&
+      typeof h.readStop === 'function' &&
+      typeof h.readStart === 'function' &&
+      s.readableFlowing === true &&
+      s.readableLength === 0 &&
+      r?._state === 0 &&
+      r._bufferedBytes === 0 &&
+      r._fragmented === 0 &&
+      r._errored === false &&
+      r._writableState?.needDrain === false
+    );
+  }
+
+  private nativeInput(written: number, rest: Buffer | undefined, stopped: boolean): void {
+    if (stopped) this.inputOn = false;
+    if (written < 0) {
+      this.socket?.destroy(); // the stream is no longer whole (see native/helper.c): end the connection
+      return;
+    }
+    try {
+      if (written > 0 || rest) {
+        this.nativeStats.runs++;
+        if (rest) this.nativeStats.rests++;
+        this.onInput?.(rest);
+      }
+    } catch (err) {
+      const e = err as { code?: string; message: string };
+      this.sendJson({ type: 'error', code: e.code ?? 'internal', message: e.message });
+    } finally {
+      if (stopped) this.resumeReading();
+    }
+  }
+
+  private resumeReading(): void {
+    const s = this.socket;
+    const h = s?._handle;
+    if (s && !s.destroyed && h?.reading === true) h.readStart?.();
+  }
+
+  private closeInput(): void {
+    this.inputOn = false;
+    this.input?.close();
+    this.input = null;
   }
 
   /** The socket's descriptor while nothing of ours is queued on it (see SessionClient.fastFd). */
@@ -141,6 +254,7 @@ export async function serveTerminal(
     if (!attached) pending.push([data, isBinary]);
     else handle(data, isBinary);
   });
+  client.onRead = () => attached && session.offerNativeInput(client);
   ws.on('close', () => session.detach(client));
   ws.on('error', (err) => deps.logger.debug({ err: err.message, sessionId: session.id }, 'terminal socket error'));
 

@@ -1,4 +1,3 @@
-import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { nativeHelper } from '../../../server/common/native';
 import { binaryFrame, frameLength } from '../../../server/pty/FastOutput';
@@ -6,6 +5,7 @@ import { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { WsClient } from '../../../server/http/ws/terminal';
 import { startDaemon, TestDaemon } from '../../helpers/app';
+import { openFds } from '../../helpers/fds';
 import { TestSocket } from '../../helpers/ws';
 import { waitFor } from '../../helpers/wait';
 
@@ -41,17 +41,6 @@ function expected(n: number): string {
 function internals(d: TestDaemon, id: string): { nativeChunks: number; fastStats: { sent: number; partial: number } } {
   const session = d.app.pool.get(id) as unknown as { pty: { nativeChunks: number } | null; stream: { clients: { fastStats: { sent: number; partial: number } } } };
   return { nativeChunks: session.pty?.nativeChunks ?? 0, fastStats: session.stream.clients.fastStats };
-}
-
-/** This process's open descriptors, as what they point to. */
-function openFds(): string[] {
-  return readdirSync('/proc/self/fd').flatMap((fd) => {
-    try {
-      return [readlinkSync(`/proc/self/fd/${fd}`)];
-    } catch {
-      return []; // the directory's own, closed while listed
-    }
-  });
 }
 
 async function attach(d: TestDaemon, id: string): Promise<TestSocket> {
