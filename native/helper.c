@@ -113,6 +113,7 @@ typedef struct {
   poller p;                /* first; p.fd is our duplicate of the client's socket */
   int pty;                 /* our duplicate of the terminal's master while started, -1 if none */
   int32_t *held;           /* the terminal's writer's flag (p.keep holds it): non-zero while it holds input back */
+  double untold;           /* runs of keystrokes written and not yet told to JavaScript (inTake, or the next report) */
 } in_reader;
 
 static void free_buffer(napi_env env, void *data, void *hint) {
@@ -507,14 +508,17 @@ static size_t take_frames(unsigned char *buf, size_t n, size_t *payload) {
   return i;
 }
 
-/* Tells JavaScript: (bytes written to the terminal, the payload bytes the terminal did not take or undefined, stopped). */
-static void in_report(in_reader *r, size_t written, const unsigned char *rest, size_t restLen, int stopped) {
+/* Tells JavaScript: (runs written to the terminal since it was last told, or -1: the socket's stream is broken; the
+ * payload bytes the terminal did not take, or undefined; stopped). */
+static void in_report(in_reader *r, double runs, const unsigned char *rest, size_t restLen, int stopped) {
   poller *p = &r->p;
   napi_env env = p->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
   napi_value argv[3];
-  napi_create_double(env, (double)written, &argv[0]);
+  if (runs >= 0) runs += r->untold;
+  r->untold = 0;
+  napi_create_double(env, runs, &argv[0]);
   if (restLen) {
     void *data;
     napi_create_buffer_copy(env, restLen, rest, &data, &argv[1]);
@@ -554,15 +558,7 @@ static void on_input(uv_poll_t *h, int status, int events) {
     /* Cannot happen while JavaScript keeps its side (it does not read while we are armed); if it does, the stream is
      * no longer whole: JavaScript gets -1 and ends the connection. */
     poller_stop(p);
-    napi_env env = p->env;
-    napi_handle_scope scope;
-    napi_open_handle_scope(env, &scope);
-    napi_value argv[3];
-    napi_create_double(env, -1, &argv[0]);
-    napi_get_undefined(env, &argv[1]);
-    napi_get_boolean(env, 1, &argv[2]);
-    poller_call_js(p, 3, argv);
-    napi_close_handle_scope(env, scope);
+    in_report(r, -1, NULL, 0, 1);
     return;
   }
   ssize_t w = 0;
@@ -573,8 +569,15 @@ static void on_input(uv_poll_t *h, int status, int events) {
   }
   /* Whatever JavaScript must do itself (the rest of a payload, a frame not ours after these) makes it read from here. */
   int stopped = (size_t)w < payload || take < (size_t)n;
-  if (stopped) poller_stop(p);
-  in_report(r, (size_t)w, buf + w, payload - (size_t)w, stopped);
+  double runs = w > 0 ? 1 : 0;
+  if (!stopped) {
+    /* Nothing for JavaScript to do now: its bookkeeping (activity, keep-alive) asks later (inTake), so that no
+     * JavaScript runs between the keystroke and its echo. */
+    r->untold += runs;
+    return;
+  }
+  poller_stop(p);
+  in_report(r, runs, buf + w, payload - (size_t)w, stopped);
 }
 
 /* inOpen(socketFd, onInput(written, rest, stopped)): takes ownership of socketFd. Not polling until inStart. */
@@ -632,6 +635,16 @@ static napi_value InStop(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* inTake(reader): the runs of keystrokes written since JavaScript was last told (and it is told now). */
+static napi_value InTake(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  in_reader *r = (in_reader *)poller_call(env, info, 1, argv, KIND_INPUT);
+  if (!r) return NULL;
+  napi_create_double(env, r->untold, &result);
+  r->untold = 0;
+  return result;
+}
+
 static napi_value InClose(napi_env env, napi_callback_info info) {
   return poller_close(env, info, KIND_INPUT);
 }
@@ -648,7 +661,7 @@ NAPI_MODULE_INIT() {
       {"outOpen", OutOpen}, {"outStart", OutStart}, {"outStop", OutStop},
       {"outArm", OutArm},   {"outDisarm", OutDisarm}, {"outClose", OutClose},
       {"inOpen", InOpen},   {"inStart", InStart},   {"inStop", InStop},
-      {"inClose", InClose},
+      {"inTake", InTake},   {"inClose", InClose},
   };
   for (size_t i = 0; i < sizeof out / sizeof out[0]; i++) {
     napi_create_function(env, out[i].name, NAPI_AUTO_LENGTH, out[i].cb, NULL, &fn);

@@ -5,7 +5,7 @@
 // Node relay (lean-relay.js, input written directly) and agentd; the floor is node-pty in this process. p50 per round
 // (a fresh PTY each round), median over rounds, ratio to the floor round by round. Needs 2+ CPUs and `taskset`.
 // NATIVE_OUT=/tmp/native-out.node (see native-out.c) adds the lean relay with its output sent by the native addon;
-// NATIVE_AB=1 adds agentd with its native output path off (AGENTD_NATIVE_OUTPUT=off); INPUT_AB=1 adds agentd with its
+// ONLY=agentd leaves the relays out. NATIVE_AB=1 adds agentd with its native output path off (AGENTD_NATIVE_OUTPUT=off); INPUT_AB=1 adds agentd with its
 // native input path off (AGENTD_NATIVE_INPUT=off).
 const { execFileSync, spawn } = require('child_process');
 const fs = require('fs');
@@ -56,7 +56,8 @@ async function viaRelay(port, pid) {
     if (process.env.NATIVE_OUT) relays['lean native out'] = ['node', [path.join(__dirname, 'lean-relay.js'), ...ARGS], { MODE: 'native' }];
     if (process.env.NATIVE_OUT) relays['lean native both'] = ['node', [path.join(__dirname, 'lean-relay.js'), ...ARGS], { MODE: 'native-both' }];
     if (fs.existsSync(NATIVE_RELAY)) relays['native relay'] = [NATIVE_RELAY, ARGS];
-    for (const [name, [cmd, argv, env]] of Object.entries(relays)) {
+    // ONLY=agentd: agentd's variants and the floor only (a longer A/B in the same time).
+    for (const [name, [cmd, argv, env]] of Object.entries(process.env.ONLY === 'agentd' ? {} : relays)) {
       const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MODE: 'js', WRITE: 'direct', ...env } });
       procs.push(p);
       const port = await portOf(p);
@@ -65,7 +66,7 @@ async function viaRelay(port, pid) {
     }
     // agentd, and with AGENTD_NATIVE_OUTPUT=off (output leaves through JavaScript) when NATIVE_AB=1, with
     // AGENTD_NATIVE_INPUT=off (keystrokes are read by ws) when INPUT_AB=1.
-    const variants = [['', null], ...(process.env.NATIVE_AB ? [[' (native out off)', 'AGENTD_NATIVE_OUTPUT']] : []), ...(process.env.INPUT_AB ? [[' (native in off)', 'AGENTD_NATIVE_INPUT']] : [])];
+    const variants = [['', null], ...(process.env.NATIVE_AB ? [[' (native out off)', 'AGENTD_NATIVE_OUTPUT']] : []), ...(process.env.INPUT_AB ? [[' (native in off)', 'AGENTD_NATIVE_INPUT']] : []), ...(process.env.HACK ? [[' (no input cb)', 'HACK_NOCB']] : [])];
     for (const [label, off] of variants) {
       if (off) process.env[off] = 'off';
       const d = await lib.startDaemon({ agents: { echo: { command: ARGS[0], args: ARGS.slice(1) } } });

@@ -12,6 +12,7 @@ import { probeAgents } from '../agents/status';
 import { liveLockHolder, LOCK_FILE } from '../store/lock';
 import { nativeHelper } from '../common/native';
 import { nativeOutputWanted } from '../pty/FastOutput';
+import { nativeInputWanted } from '../pty/FastInput';
 
 /** `agentd start | sessions | token | doctor`: the daemon and a few operator helpers. */
 function config(): Config {
@@ -99,6 +100,12 @@ async function doctor(): Promise<number> {
             : nativeOutputWanted()
               ? 'output leaves for clients from the native reader'
               : 'the native output path is off (AGENTD_NATIVE_OUTPUT=off)'
+        }; ${
+          typeof nativeHelper()?.inOpen !== 'function'
+            ? 'no native input path in this build: "npm rebuild" adds it'
+            : nativeInputWanted()
+              ? 'keystrokes go from the socket to the terminal natively'
+              : 'the native input path is off (AGENTD_NATIVE_INPUT=off)'
         })\n`
       : 'info  native helper not built: agentd works, but keeps memory freed after bursts and reads floods of output on its event loop (~0.65x the throughput) — "npm rebuild" builds it (needs make, gcc)\n',
   );

@@ -26,10 +26,12 @@ export interface NativeHelper {
    * A client socket's input reader on the event loop (see pty/FastInput.ts): takes ownership of `fd` (a duplicate of
    * the socket's descriptor). Missing from helpers built before it.
    */
-  inOpen?(fd: number, onInput: (written: number, rest: Buffer | undefined, stopped: boolean) => void): object;
+  inOpen?(fd: number, onInput: (runs: number, rest: Buffer | undefined, stopped: boolean) => void): object;
   /** Takes whole binary frames off the socket and writes them to (a duplicate of) `ptyFd` while `held[0]` is 0. */
   inStart?(reader: object, ptyFd: number, held: Int32Array): void;
   inStop?(reader: object): void;
+  /** Runs of keystrokes written since JavaScript was last told of them (then zero). */
+  inTake?(reader: object): number;
   inClose?(reader: object): void;
 }
 

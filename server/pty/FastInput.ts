@@ -17,15 +17,17 @@ export function nativeInputWanted(env: NodeJS.ProcessEnv = process.env): boolean
 }
 
 /**
- * `written`: payload bytes the terminal took; -1 if the socket's stream could
- * not be kept whole (end the connection). `rest`: payload bytes it did not
- * take (the program is not reading, or the writer holds input back), for
- * JavaScript's writer, in order. `stopped`: the reader stopped (something on
- * the socket is not its kind, or the above): JavaScript reads the socket again.
+ * Called only when JavaScript must act: the reader stopped (something on the
+ * socket is not its kind, or the terminal did not take it all), so JavaScript
+ * reads the socket again. `runs`: runs of keystrokes written since it was last
+ * told (`take`); -1 if the socket's stream could not be kept whole (end the
+ * connection). `rest`: payload bytes the terminal did not take (the program is
+ * not reading, or the writer holds input back), for JavaScript's writer, in
+ * order.
  */
-export type OnNativeInput = (written: number, rest: Buffer | undefined, stopped: boolean) => void;
+export type OnNativeInput = (runs: number, rest: Buffer | undefined, stopped: boolean) => void;
 
-type InputCalls = Required<Pick<NativeHelper, 'inStart' | 'inStop' | 'inClose'>>;
+type InputCalls = Required<Pick<NativeHelper, 'inStart' | 'inStop' | 'inTake' | 'inClose'>>;
 
 /**
  * One client socket's native input reader (native/helper.c, in*).
@@ -33,8 +35,9 @@ type InputCalls = Required<Pick<NativeHelper, 'inStart' | 'inStop' | 'inClose'>>
  * While started, the helper looks at what the client sent, on the event
  * loop's own thread, and takes off the socket only a run of whole binary
  * frames (masked, unfragmented, at most 64 KiB each), writing their payloads
- * to the terminal before any JavaScript runs; then `onInput` does the
- * bookkeeping. Anything else — text and control frames, a frame not all
+ * to the terminal without running any JavaScript: the bookkeeping (activity,
+ * keep-alive) asks later (`take`), so that nothing runs between a keystroke
+ * and its echo but the kernel and the echoing program. Anything else — text and control frames, a frame not all
  * there yet, the end of the stream — stays on the socket, the reader stops,
  * and `ws` reads from exactly there: the socket's stream stays whole and in
  * order. The rules for when it may start (WsClient.startInput,
@@ -55,8 +58,8 @@ export class NativeInput {
   /** A reader of a duplicate of the socket `fd` (closed by the reader); null where the helper cannot. */
   static open(fd: number, onInput: OnNativeInput): NativeInput | null {
     const h = nativeHelper();
-    if (!h?.dup || !h.inOpen || !h.inStart || !h.inStop || !h.inClose) return null;
-    const calls: InputCalls = { inStart: h.inStart, inStop: h.inStop, inClose: h.inClose };
+    if (!h?.dup || !h.inOpen || !h.inStart || !h.inStop || !h.inTake || !h.inClose) return null;
+    const calls: InputCalls = { inStart: h.inStart, inStop: h.inStop, inTake: h.inTake, inClose: h.inClose };
     let own: number;
     try {
       own = h.dup(fd);
@@ -80,6 +83,11 @@ export class NativeInput {
     } catch {
       return false;
     }
+  }
+
+  /** Runs of keystrokes written since the last `take` or `onInput` (0 once closed). */
+  take(): number {
+    return this.closed ? 0 : this.calls.inTake(this.handle);
   }
 
   /** Stops taking frames and lets go of the terminal. */

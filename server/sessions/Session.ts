@@ -259,10 +259,13 @@ export class Session extends Disposable implements MonitoredSession {
     if (target) client.startInput(target, (rest) => this.nativeInput(client, rest));
   }
 
-  /** Keystrokes the native input path wrote: what `write` notes; `rest`, which the terminal did not take, is written. */
+  /**
+   * Keystrokes the native input path wrote: activity and keep-alive, as `write`
+   * notes them (the client typed last already: it stays so). `rest`, which the
+   * terminal did not take, is written.
+   */
   private nativeInput(client: SessionClient, rest: Buffer | undefined): void {
     if (rest) return this.write(rest, client);
-    this.stream.noteInput(client);
     this.noteUserActivity();
   }
 

@@ -11,6 +11,9 @@ import { ChatService } from '../../sessions/ChatService';
 /** A WebSocket's TCP socket, with the libuv handle Node keeps private (its descriptor, its reads). */
 type FastSocket = Socket & { _handle?: { fd?: number; reading?: boolean; readStop?(): number; readStart?(): number } | null };
 
+/** How often keystrokes written natively are told to the session (activity, keep-alive), while they come. */
+const INPUT_TELL_MS = 1000;
+
 /** What `ws`'s frame parser (its Receiver, ws 8) shows of where it is: checked, never changed. */
 interface ReceiverState {
   _state?: number;
@@ -32,6 +35,7 @@ export class WsClient implements SessionClient {
   /** The native input path takes this client's frames now (Node does not read the socket meanwhile). */
   private inputOn = false;
   private onInput: ((rest: Buffer | undefined) => void) | null = null;
+  private tellTimer: NodeJS.Timeout | null = null;
   /** Runs of keystrokes the native input path wrote, and of them those the terminal took only in part (tests, diagnostics). */
   readonly nativeStats = { runs: 0, rests: 0 };
 
@@ -76,14 +80,35 @@ export class WsClient implements SessionClient {
     handle.readStop!();
     this.inputOn = true;
     this.onInput = onInput;
+    this.tellTimer ??= setInterval(() => this.tellInput(), INPUT_TELL_MS).unref();
     return true;
   }
 
   stopInput(): void {
     if (!this.inputOn) return;
+    this.tellInput();
     this.inputOn = false;
     this.input?.stop();
+    this.endTelling();
     this.resumeReading();
+  }
+
+  /** The native input path takes this client's frames now. */
+  get nativeInputOn(): boolean {
+    return this.inputOn;
+  }
+
+  /** Tells the session of the keystrokes written natively since it was last told (every INPUT_TELL_MS, and at the end). */
+  tellInput(): void {
+    const runs = this.input?.take() ?? 0;
+    if (runs <= 0) return;
+    this.nativeStats.runs += runs;
+    this.onInput?.(undefined);
+  }
+
+  private endTelling(): void {
+    if (this.tellTimer) clearInterval(this.tellTimer);
+    this.tellTimer = null;
   }
 
   /** `ws` is between frames, has nothing buffered, and Node's stream holds nothing unread: the socket is all there is. */
@@ -110,15 +135,18 @@ export class WsClient implements SessionClient {
     );
   }
 
-  private nativeInput(written: number, rest: Buffer | undefined, stopped: boolean): void {
-    if (stopped) this.inputOn = false;
-    if (written < 0) {
+  private nativeInput(runs: number, rest: Buffer | undefined, stopped: boolean): void {
+    if (stopped) {
+      this.inputOn = false;
+      this.endTelling();
+    }
+    if (runs < 0) {
       this.socket?.destroy(); // the stream is no longer whole (see native/helper.c): end the connection
       return;
     }
     try {
-      if (written > 0 || rest) {
-        this.nativeStats.runs++;
+      if (runs > 0 || rest) {
+        this.nativeStats.runs += runs;
         if (rest) this.nativeStats.rests++;
         this.onInput?.(rest);
       }
@@ -137,7 +165,9 @@ export class WsClient implements SessionClient {
   }
 
   private closeInput(): void {
+    if (this.inputOn) this.tellInput();
     this.inputOn = false;
+    this.endTelling();
     this.input?.close();
     this.input = null;
   }

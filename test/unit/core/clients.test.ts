@@ -34,6 +34,20 @@ describe('ClientSet', () => {
     expect(set.governingSize()).toEqual({ cols: 40, rows: 20 });
   });
 
+  it('knows which client typed last (only it may type on the native input path), and forgets one that left', () => {
+    const set = new ClientSet();
+    const a = set.add(fakeClient('a'), 80, 24);
+    const b = set.add(fakeClient('b'));
+    expect(set.typedLast(a) || set.typedLast(b)).toBe(false);
+    set.noteInput(a);
+    expect([set.typedLast(a), set.typedLast(b)]).toEqual([true, false]);
+    set.noteInput(b);
+    expect([set.typedLast(a), set.typedLast(b)]).toEqual([false, true]);
+    set.remove(b.client);
+    expect(set.typedLast(b)).toBe(false);
+    expect(set.typedLast(a)).toBe(false);
+  });
+
   it('never sends live bytes to a client past its watermark, and reports it once', () => {
     const set = new ClientSet();
     const fast = fakeClient('fast');
