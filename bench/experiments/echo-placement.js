@@ -66,7 +66,7 @@ async function viaRelay(port, pid) {
     }
     // agentd, and with AGENTD_NATIVE_OUTPUT=off (output leaves through JavaScript) when NATIVE_AB=1, with
     // AGENTD_NATIVE_INPUT=off (keystrokes are read by ws) when INPUT_AB=1.
-    const variants = [['', null], ...(process.env.NATIVE_AB ? [[' (native out off)', 'AGENTD_NATIVE_OUTPUT']] : []), ...(process.env.INPUT_AB ? [[' (native in off)', 'AGENTD_NATIVE_INPUT']] : []), ...(process.env.HACK ? [[' (no input cb)', 'HACK_NOCB']] : [])];
+    const variants = [['', null], ...(process.env.NATIVE_AB ? [[' (native out off)', 'AGENTD_NATIVE_OUTPUT']] : []), ...(process.env.INPUT_AB ? [[' (native in off)', 'AGENTD_NATIVE_INPUT']] : [])];
     for (const [label, off] of variants) {
       if (off) process.env[off] = 'off';
       const d = await lib.startDaemon({ agents: { echo: { command: ARGS[0], args: ARGS.slice(1) } } });
