@@ -104,6 +104,11 @@ export class ClientStream implements IDisposable {
     return att !== undefined && this.clients.typedLast(att);
   }
 
+  /** Notes the keystrokes clients wrote on the native input path since last told (activity, keep-alive). */
+  tellInput(): void {
+    for (const att of this.clients.all()) att.client.tellInput?.();
+  }
+
   /** Ends the native input path of every client (the terminal is going). */
   stopInput(): void {
     for (const att of this.clients.all()) att.client.stopInput?.();

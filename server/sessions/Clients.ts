@@ -29,6 +29,8 @@ export interface SessionClient {
   startInput?(target: InputTarget, onInput: (rest: Buffer | undefined) => void): boolean;
   /** Ends the native input path (if on): every frame goes through `ws` again. */
   stopInput?(): void;
+  /** Calls `onInput` now for keystrokes written natively and not yet told (else it runs every second, and at the end). */
+  tellInput?(): void;
 }
 
 /**

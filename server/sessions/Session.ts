@@ -330,6 +330,7 @@ export class Session extends Disposable implements MonitoredSession {
   }
 
   lifetimeStart(): number {
+    this.stream.tellInput(); // keystrokes written natively are counted before the lifetime is judged
     return this.lifetime.start;
   }
   isWarned(): boolean {
@@ -342,6 +343,7 @@ export class Session extends Disposable implements MonitoredSession {
     return this.stream.size;
   }
   lastActivity(): number {
+    this.stream.tellInput();
     return this.lifetime.lastActivity;
   }
   processTarget(): ProcessTarget | null {
@@ -500,6 +502,7 @@ export class Session extends Disposable implements MonitoredSession {
   }
 
   toJSON(): Record<string, unknown> {
+    this.stream.tellInput();
     const r = this.record;
     return {
       id: r.id,
