@@ -41,10 +41,12 @@ export class TestSocket {
     });
   }
 
-  static connect(url: string, opts: { token?: string; headers?: Record<string, string>; origin?: string } = {}): TestSocket {
+  /** `zeroMask`: frames go with a mask of zeros, so their payloads are on the wire as they are. */
+  static connect(url: string, opts: { token?: string; headers?: Record<string, string>; origin?: string; zeroMask?: boolean } = {}): TestSocket {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-    return new TestSocket(new WebSocket(url, { headers, origin: opts.origin, maxPayload: 64 * 1024 * 1024 }));
+    const generateMask = opts.zeroMask ? (mask: Buffer) => void mask.fill(0) : undefined;
+    return new TestSocket(new WebSocket(url, { headers, origin: opts.origin, maxPayload: 64 * 1024 * 1024, generateMask }));
   }
 
   json(): any[] { // eslint-disable-line @typescript-eslint/no-explicit-any

@@ -50,13 +50,8 @@ export class WsClient implements SessionClient {
       this.onWrite?.();
       return (write as (...a: unknown[]) => boolean).apply(socket, args);
     };
-    // Whoever ends the socket (a terminate, an error, the daemon stopping): the native input reader lets go of it
-    // first, else its own descriptor would hold the connection open and it could still take a keystroke.
-    const destroy = socket.destroy;
-    socket.destroy = (...args: unknown[]) => {
-      this.closeInput();
-      return (destroy as (...a: unknown[]) => Socket).apply(socket, args);
-    };
+    // However the socket ends (a terminate, an error, the daemon stopping), the native input reader lets go of it:
+    // its own descriptor would hold the connection open.
     socket.once('close', () => this.closeInput());
     // After ws's own listener (added when the socket was upgraded): its frames have been handled by now.
     socket.on('data', () => this.onRead?.());

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nativeHelper } from '../../../server/common/native';
-import { startDaemon, TestDaemon } from '../../helpers/app';
+import { startDaemon, TEST_TOKEN, TestDaemon } from '../../helpers/app';
 import { openFds } from '../../helpers/fds';
 import { TestSocket } from '../../helpers/ws';
 import { waitFor } from '../../helpers/wait';
@@ -44,8 +44,8 @@ function stats(d: TestDaemon, id: string): Array<{ runs: number; rests: number }
 }
 
 /** Attaches (with a size, if given) once the program is ready (it prints R). */
-async function attach(d: TestDaemon, id: string, size = ''): Promise<TestSocket> {
-  const s = d.socket(`/api/sessions/${id}/ws${size}`);
+async function attach(d: TestDaemon, id: string, size = '', zeroMask = false): Promise<TestSocket> {
+  const s = d.socket(`/api/sessions/${id}/ws${size}`, { token: TEST_TOKEN, zeroMask });
   await s.nextJson((f) => f.type === 'snapshot');
   await waitFor(() => s.output.includes('R') || s.json().some((f) => f.type === 'snapshot' && String(f.data).includes('R')), 10_000, 'the program to start');
   return s;
@@ -134,7 +134,7 @@ describe('the native input path', () => {
     expect(stats(d, session.id)[0].runs).toBeGreaterThan(armed);
   }, 60_000);
 
-  it('leaves what a program that is not reading did not take to the session\'s writer, in order', async () => {
+  it('leaves what a program that is not reading did not take to the session\'s writer, and writes nothing ahead of it', async () => {
     const session = await d.create({ agent: 'late' });
     const c = await attach(d, session.id);
     let want = await typeUntilNative(d, session.id, c);
@@ -145,6 +145,14 @@ describe('the native input path', () => {
       c.ws.send(Buffer.from(s));
       want += s;
       if (i % 20 === 0) await sleep(1);
+    }
+    // Keystrokes go on while the program wakes and the writer drains what waits: none may overtake it.
+    const until = Date.now() + 2_500;
+    for (let i = 0; Date.now() < until; i++) {
+      const s = `s${i};`;
+      c.ws.send(Buffer.from(s));
+      want += s;
+      await sleep(1);
     }
     c.ws.send(Buffer.from('<<END>>'));
     want += '<<END>>';
@@ -172,6 +180,25 @@ describe('the native input path', () => {
     await typeUntilNative(d, session.id, a, 0, 'a');
     expect(a.output.toString()).not.toMatch(/a=80/i);
   }, 30_000);
+
+  it('never takes frames out of one that ws is still reading (a payload of frame-like bytes, arriving in parts)', async () => {
+    const session = await d.create({ agent: 'record' });
+    const c = await attach(d, session.id, '', true); // unmasked payloads: on the wire, they look like frames
+    let want = await typeUntilNative(d, session.id, c);
+    // A masked binary frame (a zero mask) of one byte, "a", as a client would send it.
+    const fake = Buffer.from([0x82, 0x81, 0, 0, 0, 0, 0x61]);
+    for (let pad = 0; pad < 7; pad++) {
+      // Bigger than a loopback segment: the frame arrives in parts, and whichever part comes alone looks like frames.
+      const payload = Buffer.concat([Buffer.alloc(pad, 0x70), ...new Array(12_000).fill(fake)]);
+      c.ws.send(payload);
+      want += payload.toString('latin1');
+      await sleep(20);
+      want += await typeUntilNative(d, session.id, c);
+    }
+    c.ws.send(Buffer.from('<<END>>'));
+    await c.waitOutput('done', 20_000);
+    expect(readFileSync(RECORDED, 'latin1') === want + '<<END>>').toBe(true);
+  }, 60_000);
 
   it('leaves a frame over the size limit to ws: 1009, nothing of it written, the session unharmed', async () => {
     const session = await d.create({ agent: 'record' });
