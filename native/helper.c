@@ -479,6 +479,13 @@ static void in_shut(poller *p) {
   in_unbind((in_reader *)p);
 }
 
+/* Stops taking frames and lets go of the terminal: it is started again only with a terminal (inStart), and may never
+ * be (the session ended), so the master's duplicate must not wait for that. */
+static void in_stop(in_reader *r) {
+  poller_stop(&r->p);
+  in_unbind(r);
+}
+
 /*
  * The length of the longest run of whole client frames at the start of buf[0..n) that the reader may take itself:
  * FIN binary frames (0x82: no fragments, no extension bits), masked, with at most 65535 bytes of payload. Their
@@ -546,7 +553,7 @@ static void on_input(uv_poll_t *h, int status, int events) {
   size_t payload = 0, take = n > 0 ? take_frames(buf, (size_t)n, &payload) : 0;
   if (take == 0) {
     /* Not ours (or the end of the stream, an error, the terminal's writer holding input back): JavaScript reads from here. */
-    poller_stop(p);
+    in_stop(r);
     in_report(r, 0, NULL, 0, 1);
     return;
   }
@@ -557,7 +564,7 @@ static void on_input(uv_poll_t *h, int status, int events) {
   if (got != (ssize_t)take) {
     /* Cannot happen while JavaScript keeps its side (it does not read while we are armed); if it does, the stream is
      * no longer whole: JavaScript gets -1 and ends the connection. */
-    poller_stop(p);
+    in_stop(r);
     in_report(r, -1, NULL, 0, 1);
     return;
   }
@@ -576,7 +583,7 @@ static void on_input(uv_poll_t *h, int status, int events) {
     r->untold += runs;
     return;
   }
-  poller_stop(p);
+  in_stop(r);
   in_report(r, runs, buf + w, payload - (size_t)w, stopped);
 }
 
@@ -622,16 +629,16 @@ static napi_value InStart(napi_env env, napi_callback_info info) {
   r->pty = copy;
   napi_create_reference(env, argv[2], 1, &r->p.keep);
   r->held = (int32_t *)data;
-  return poller_start(env, &r->p, on_input);
+  poller_start(env, &r->p, on_input);
+  if (!r->p.polling) in_unbind(r); /* it threw */
+  return NULL;
 }
 
 /* inStop(reader): stops taking frames and lets go of the terminal; JavaScript reads the socket again. */
 static napi_value InStop(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   in_reader *r = (in_reader *)poller_call(env, info, 1, argv, KIND_INPUT);
-  if (!r) return NULL;
-  poller_stop(&r->p);
-  in_unbind(r);
+  if (r) in_stop(r);
   return NULL;
 }
 

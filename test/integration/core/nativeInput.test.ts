@@ -24,6 +24,8 @@ const RECORDED = join(dir, 'recorded');
 const RECORDED_LATE = join(dir, 'recorded-late');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** This process's descriptors of terminals (masters and slaves). */
+const terminals = () => openFds().filter((f) => f === '/dev/ptmx' || f.startsWith('/dev/pts/')).length;
 
 interface NativeView {
   nativeInputOn: boolean;
@@ -66,7 +68,7 @@ async function typeUntilNative(d: TestDaemon, id: string, c: TestSocket, which =
 describe('the native input path', () => {
   let d: TestDaemon;
   beforeEach(async () => {
-    d = await startDaemon({ agents: { record: keys('record', RECORDED, '0'), late: keys('record', RECORDED_LATE, '1.5'), size: keys('size') } });
+    d = await startDaemon({ agents: { record: keys('record', RECORDED, '0'), late: keys('record', RECORDED_LATE, '1.5'), size: keys('size'), brief: keys('brief', '200') } });
   });
   afterEach(async () => {
     await d.dispose();
@@ -227,7 +229,6 @@ describe('the native input path', () => {
   }, 30_000);
 
   it('leaves no descriptor behind when a session ends with a client on the native path', async () => {
-    const terminals = () => openFds().filter((f) => f === '/dev/ptmx' || f.startsWith('/dev/pts/')).length;
     const run = async () => {
       const session = await d.create({ agent: 'record' });
       const c = await attach(d, session.id);
@@ -244,6 +245,21 @@ describe('the native input path', () => {
     const before = openFds().length;
     await run();
     await waitFor(() => openFds().length <= before, 5_000, `the descriptors to be closed (${before} before, now ${openFds().join(' ')})`);
+  }, 30_000);
+
+  it('lets go of the terminal when the program exits while the client types (its reader had stopped by itself)', async () => {
+    const session = await d.create({ agent: 'brief' });
+    const c = await attach(d, session.id);
+    await typeUntilNative(d, session.id, c);
+    // Keystrokes go on as the program exits: a write fails or a rest goes to the writer, and the reader stops.
+    const typing = setInterval(() => c.ws.send(Buffer.from('k')), 1);
+    try {
+      await c.nextJson((f) => f.type === 'exit', 10_000);
+    } finally {
+      clearInterval(typing);
+    }
+    await waitFor(() => terminals() === 0, 5_000, `the terminal's descriptors to be closed (${openFds().join(' ')})`);
+    expect(c.closeCode).toBeNull(); // still attached
   }, 30_000);
 
   it('can be turned off (AGENTD_NATIVE_INPUT=off): ws reads every frame, the bytes are the same', async () => {
