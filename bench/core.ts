@@ -454,7 +454,7 @@ function relayTarget(relay: Child, port: number, programs: Record<string, { comm
   };
 }
 
-async function socketThroughput(t: SocketTarget, program: string, expected: number): Promise<ThroughputRun> {
+async function socketThroughput(t: SocketTarget, program: string, expected: number, name: string): Promise<ThroughputRun> {
   const c = await t.open(program);
   let ready = c.head.includes('R');
   let start = 0;
@@ -477,7 +477,7 @@ async function socketThroughput(t: SocketTarget, program: string, expected: numb
   };
   let cpuMs = 0;
   try {
-    await waitFor(() => ready, READY_TIMEOUT_MS, 'cat ready', 1);
+    await waitFor(() => ready, READY_TIMEOUT_MS, `cat ready (${name})`, 1);
     cpu0 = await t.cpuMs();
     start = c.position;
     t0 = performance.now();
@@ -568,7 +568,7 @@ async function measureThroughput(sys: Systems, sizeMiB: number, file: string): P
   for (let n = 0; n < WARMUP_ROUNDS + THROUGHPUT_ROUNDS; n++) {
     const measured = n >= WARMUP_ROUNDS;
     for (const which of orderOf(systems, n)) {
-      const run = which === 'raw' ? await sys.raw.request<ThroughputRun>('throughput', { file, expected }) : await socketThroughput(sys[which]!, program, expected);
+      const run = which === 'raw' ? await sys.raw.request<ThroughputRun>('throughput', { file, expected }) : await socketThroughput(sys[which]!, program, expected, which);
       if (measured) runs[which].push(run);
       log(`  throughput ${sizeMiB} MiB ${measured ? `round ${n - WARMUP_ROUNDS + 1}` : 'warm-up'} ${which}: ${round2(run.mbps)} MB/s in ${round2(run.ms / 1000)} s, ${round(run.cpuMsPerMB, 1)} ms CPU/MB${run.bytes < expected ? ` (${expected - run.bytes} bytes short)` : ''}`);
     }
