@@ -37,10 +37,10 @@ type InputCalls = Required<Pick<NativeHelper, 'inStart' | 'inStop' | 'inTake' | 
  * frames (masked, unfragmented, at most 64 KiB each), writing their payloads
  * to the terminal without running any JavaScript: the bookkeeping (activity,
  * keep-alive) asks later (`take`), so that nothing runs between a keystroke
- * and its echo but the kernel and the echoing program. Anything else — text and control frames, a frame not all
- * there yet, the end of the stream — stays on the socket, the reader stops,
- * and `ws` reads from exactly there: the socket's stream stays whole and in
- * order. The rules for when it may start (WsClient.startInput,
+ * and its echo but the kernel and the echoing program. Anything else — text
+ * and control frames, a frame not all there yet, the end of the stream —
+ * stays on the socket, the reader stops, and `ws` reads from exactly there:
+ * the socket's stream stays whole and in order. The rules for when it may start (WsClient.startInput,
  * Session.offerNativeInput):
  * - JavaScript is not reading the socket meanwhile, and `ws` is between
  *   frames with nothing buffered;

@@ -68,7 +68,7 @@ export class WsClient implements SessionClient {
     const s = this.socket;
     const handle = s?._handle;
     if (!s || !handle || !this.betweenFrames()) return false;
-    if (this.input === undefined) this.input = NativeInput.open(handle.fd!, (written, rest, stopped) => this.nativeInput(written, rest, stopped));
+    if (this.input === undefined) this.input = NativeInput.open(handle.fd!, (runs, rest, stopped) => this.nativeInput(runs, rest, stopped));
     if (!this.input || !this.input.start(target)) return false;
     // Node's stream still counts itself as reading (handle.reading stays true), so it never starts reads itself
     // meanwhile: only resumeReading does.
