@@ -523,8 +523,10 @@ static void in_report(in_reader *r, double runs, const unsigned char *rest, size
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
   napi_value argv[3];
-  if (runs >= 0) runs += r->untold;
-  r->untold = 0;
+  if (runs >= 0) { /* (a broken stream leaves them for inTake: JavaScript still counts them as activity) */
+    runs += r->untold;
+    r->untold = 0;
+  }
   napi_create_double(env, runs, &argv[0]);
   if (restLen) {
     void *data;

@@ -50,8 +50,14 @@ export class WsClient implements SessionClient {
       this.onWrite?.();
       return (write as (...a: unknown[]) => boolean).apply(socket, args);
     };
-    // However the socket ends (a terminate, an error, the daemon stopping), the native input reader lets go of it:
-    // its own descriptor would hold the connection open.
+    // However the socket ends (a terminate, an error, the daemon stopping), the native input reader lets go of it at
+    // once: its own descriptor would hold the connection open, and until the 'close' event (after the loop's next
+    // poll) it could still take a keystroke that ws, reading no more, would have dropped.
+    const destroy = socket.destroy;
+    socket.destroy = (...args: unknown[]) => {
+      this.closeInput();
+      return (destroy as (...a: unknown[]) => Socket).apply(socket, args);
+    };
     socket.once('close', () => this.closeInput());
     // After ws's own listener (added when the socket was upgraded): its frames have been handled by now.
     socket.on('data', () => this.onRead?.());
@@ -136,6 +142,7 @@ export class WsClient implements SessionClient {
       this.endTelling();
     }
     if (runs < 0) {
+      this.tellInput();
       this.socket?.destroy(); // the stream is no longer whole (see native/helper.c): end the connection
       return;
     }

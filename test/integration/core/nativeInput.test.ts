@@ -217,15 +217,20 @@ describe('the native input path', () => {
     const session = await d.create({ agent: 'record' });
     const wsOf = (i: number) => (d.app.pool.get(session.id) as unknown as { stream: { clients: { all(): Array<{ client: { ws: { close(c: number, r: string): void; terminate(): void } } }> } } }).stream.clients.all()[i].client.ws;
     const a = await attach(d, session.id);
-    await typeUntilNative(d, session.id, a);
+    let typed = await typeUntilNative(d, session.id, a);
     // The close handshake: the client's answer reaches ws (the native reader leaves it on the socket).
     wsOf(0).close(4000, 'bye');
     expect(await a.waitClose(5_000)).toBe(4000);
     const b = await attach(d, session.id);
-    await typeUntilNative(d, session.id, b, 0);
-    // A terminate: the connection really ends (no duplicate of the socket holds it open).
+    typed += await typeUntilNative(d, session.id, b, 0);
+    await waitFor(() => readFileSync(RECORDED, 'latin1') === typed, 5_000, 'the keystrokes to be recorded');
+    // A terminate: the connection really ends (no duplicate of the socket holds it open), and a keystroke already on
+    // its way is dropped, as ws drops it (the reader stops at once, not at the socket's 'close' event).
+    b.ws.send(Buffer.from('AFTER'));
     wsOf(0).terminate();
     expect(await b.waitClose(5_000)).toBe(1006);
+    await sleep(100);
+    expect(readFileSync(RECORDED, 'latin1')).toBe(typed);
   }, 30_000);
 
   it('leaves no descriptor behind when a session ends with a client on the native path', async () => {
