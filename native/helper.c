@@ -589,14 +589,14 @@ static void on_input(uv_poll_t *h, int status, int events) {
   in_report(r, runs, buf + w, payload - (size_t)w, stopped);
 }
 
-/* inOpen(socketFd, onInput(written, rest, stopped)): takes ownership of socketFd. Not polling until inStart. */
+/* inOpen(socketFd, onInput(runs, rest, stopped)): takes ownership of socketFd. Not polling until inStart. */
 static napi_value InOpen(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   int32_t fd = -1;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   napi_valuetype cbType = napi_undefined;
-  if (argc == 2) napi_typeof(env, argv[1], &cbType);
+  if (argc >= 2) napi_typeof(env, argv[1], &cbType);
   if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || cbType != napi_function) {
     napi_throw_type_error(env, NULL, "inOpen(socketFd, onInput)");
     return NULL;
