@@ -54,6 +54,14 @@ static napi_value Supported(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* A close-on-exec duplicate of fd at 3 or above (never a standard stream, closed in every program the daemon
+ * starts); -1, with the errno's code thrown, if there is none. */
+static int dup_or_throw(napi_env env, int fd) {
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (copy < 0) napi_throw_error(env, errno == EBADF ? "EBADF" : "EDUP", strerror(errno));
+  return copy;
+}
+
 static napi_value Dup(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -63,12 +71,8 @@ static napi_value Dup(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "dup(fd): fd must be a non-negative integer");
     return NULL;
   }
-  /* At 3 or above (never a standard stream), closed in every program the daemon starts. */
-  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  if (copy < 0) {
-    napi_throw_error(env, errno == EBADF ? "EBADF" : "EDUP", strerror(errno));
-    return NULL;
-  }
+  int copy = dup_or_throw(env, fd);
+  if (copy < 0) return NULL;
   napi_value result;
   napi_create_int32(env, copy, &result);
   return result;
@@ -622,11 +626,8 @@ static napi_value InStart(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "inStart(reader, ptyFd, Int32Array(1))");
     return NULL;
   }
-  int copy = fcntl(pty, F_DUPFD_CLOEXEC, 3);
-  if (copy < 0) {
-    napi_throw_error(env, errno == EBADF ? "EBADF" : "EDUP", strerror(errno));
-    return NULL;
-  }
+  int copy = dup_or_throw(env, pty);
+  if (copy < 0) return NULL;
   in_unbind(r);
   r->pty = copy;
   napi_create_reference(env, argv[2], 1, &r->p.keep);

@@ -22,9 +22,10 @@ export interface SessionClient {
   onWrite?: (() => void) | null;
   /**
    * For the native input path (pty/FastInput.ts): from now on, this client's
-   * keystrokes (binary frames) go straight to `target`, and `onInput(rest)`
-   * runs after each run of them was written — `rest`: bytes the terminal did
-   * not take, for the session's writer. False if it cannot start now.
+   * keystrokes (binary frames) go straight to `target`. `onInput(rest)` tells
+   * of keystrokes written since it last ran (when told: `tellInput`, every
+   * second, and when the path stops) — `rest`: bytes the terminal did not
+   * take, for the session's writer. False if it cannot start now.
    */
   startInput?(target: InputTarget, onInput: (rest: Buffer | undefined) => void): boolean;
   /** Ends the native input path (if on): every frame goes through `ws` again. */
