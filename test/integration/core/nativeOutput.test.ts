@@ -17,10 +17,13 @@ import { waitFor } from '../../helpers/wait';
  * client resynchronised, nothing left open.
  */
 
-/** Waits for a line on stdin, then prints `n` numbered lines, each flushed, pausing 1 ms every `every`. Bytes as written (-opost). */
-const linesOf = (n: number, every: number) => ({
+/**
+ * Waits for a line on stdin, then prints `warm` short lines 10 ms apart (each read alone, on the event loop), then `n`
+ * numbered lines, each flushed, pausing 1 ms every `every`. Bytes as written (-opost).
+ */
+const linesOf = (n: number, every: number, warm = 0) => ({
   command: 'bash',
-  args: ['--norc', '--noprofile', '-c', 'stty -opost -echo; exec python3 -c "import sys,time\nsys.stdin.readline()\nn=int(sys.argv[1])\nfor i in range(n):\n  sys.stdout.write(\'line %06d of the native output path\\n\' % i); sys.stdout.flush()\n  if i % int(sys.argv[2]) == 0: time.sleep(0.001)\nsys.stdout.write(\'done\\n\'); sys.stdout.flush()\nsys.stdin.readline()" "$0" "$1"', String(n), String(every)],
+  args: ['--norc', '--noprofile', '-c', 'stty -opost -echo; exec python3 -c "import sys,time\nsys.stdin.readline()\nfor i in range(int(sys.argv[3])):\n  sys.stdout.write(\'warm %03d\\n\' % i); sys.stdout.flush(); time.sleep(0.01)\nn=int(sys.argv[1])\nfor i in range(n):\n  sys.stdout.write(\'line %06d of the native output path\\n\' % i); sys.stdout.flush()\n  if i % int(sys.argv[2]) == 0: time.sleep(0.001)\nsys.stdout.write(\'done\\n\'); sys.stdout.flush()\nsys.stdin.readline()" "$0" "$1" "$2"', String(n), String(every), String(warm)],
 });
 /** Light output (a pause every 5 lines, ~190 bytes: read on the event loop) and a flood (~12 MB, a pause every 100). */
 const LINES = linesOf(1000, 5);
@@ -52,7 +55,7 @@ async function attach(d: TestDaemon, id: string): Promise<TestSocket> {
 describe('the native output path', () => {
   let d: TestDaemon;
   beforeEach(async () => {
-    d = await startDaemon({ agents: { lines: LINES, many: linesOf(300_000, 100), echo: { command: 'bash', args: ['--norc', '--noprofile', '-c', 'stty raw -echo; exec cat'] }, blocks: BLOCKS } });
+    d = await startDaemon({ agents: { lines: LINES, many: linesOf(300_000, 100, 30), echo: { command: 'bash', args: ['--norc', '--noprofile', '-c', 'stty raw -echo; exec cat'] }, blocks: BLOCKS } });
   });
   afterEach(async () => {
     await d.dispose();
@@ -109,10 +112,12 @@ describe('the native output path', () => {
     const session = await d.create({ agent: 'many' });
     const slow = await attach(d, session.id);
     const socket = (slow.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
-    socket.pause();
-    // Enough output to fill the kernel's socket buffers and the daemon's watermark: 300 000 lines, ~12 MB.
-    d.app.pool.get(session.id).write('go\r');
     const stats = () => internals(d, session.id).fastStats;
+    // The warm-up lines come one read at a time: the client is armed and gets some natively. Then it stops reading, and
+    // the rest fills the kernel's socket buffers and the daemon's watermark: 300 000 lines, ~12 MB.
+    d.app.pool.get(session.id).write('go\r');
+    await waitFor(() => stats().sent > 0, 10_000, 'a chunk sent natively');
+    socket.pause();
     await waitFor(async () => (await d.api('GET', `/api/sessions/${session.id}`)).json.session.outputBytes > 11_000_000, 30_000, 'the output');
     socket.resume();
     // Whatever it got is well-formed frames (a broken one closes the socket with 1002) and ends with the program's last line.
